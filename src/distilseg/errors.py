@@ -1,0 +1,36 @@
+"""Errors a user can act on.
+
+The CLI prints these as one line (no traceback unless ``--debug``) and exits with ``exit_code``.
+Anything that is *not* a ``DistilsegError`` is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+
+class DistilsegError(Exception):
+    """Base class: a problem with the user's input, files or settings."""
+
+    exit_code: int = 1
+
+
+class UsageError(DistilsegError):
+    """Wrong arguments: unknown model/dataset, non-positive sizes, mismatched class counts."""
+
+    exit_code = 2
+
+
+class DataError(DistilsegError):
+    """A dataset file is missing, unreadable or holds values that are not classes."""
+
+    exit_code = 1
+
+
+class CheckpointError(DistilsegError):
+    """A checkpoint or model artifact is missing, malformed or unsafe to load."""
+
+    exit_code = 1
+
+
+class TrainingError(DistilsegError):
+    """Training cannot go on (non-finite loss, out of memory)."""
+
+    exit_code = 1
