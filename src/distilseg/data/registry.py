@@ -1,0 +1,79 @@
+"""One registry of dataset adapters: ``create_dataset`` / ``list_datasets`` / ``get_dataset_info``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import DataError, UsageError
+from .base import SegDataset
+
+_REGISTRY: dict[str, type[SegDataset]] = {}
+
+
+def register_dataset(cls: type[SegDataset]) -> type[SegDataset]:
+    """Class decorator: adds an adapter under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    from . import camvid, cityscapes, folder, idd, oxford_pet, synthetic  # noqa: F401
+
+
+def list_datasets() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def _get(name: str) -> type[SegDataset]:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def get_dataset_info(name: str) -> dict[str, Any]:
+    """Description, splits, options, and classes/palette where they are fixed (None for ``folder``)."""
+    cls = _get(name)
+    info: dict[str, Any] = {
+        "name": name,
+        "description": cls.description,
+        "splits": list(cls.splits),
+        "requires_root": cls.requires_root,
+        "options": list(cls.options),
+        "num_classes": None,
+        "classes": None,
+        "palette": None,
+    }
+    table = getattr(cls, "default_classes", None)
+    if table is not None:
+        classes, palette = table()
+        info.update(num_classes=len(classes), classes=list(classes), palette=palette.tolist())
+    return info
+
+
+def create_dataset(
+    name: str,
+    root: str | Path | None = None,
+    split: str = "train",
+    transform: Callable[..., dict[str, Any]] | None = None,
+    **options: Any,
+) -> SegDataset:
+    """Build a registered dataset; bad names/splits/options are UsageErrors, bad folders DataErrors."""
+    cls = _get(name)
+    if split not in cls.splits:
+        raise UsageError(f"dataset {name!r} has no split {split!r}; choose one of: {', '.join(cls.splits)}")
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        allowed = ", ".join(cls.options) or "none"
+        raise UsageError(f"dataset {name!r} does not take option(s) {', '.join(unknown)}; options: {allowed}")
+    if cls.requires_root:
+        if root is None:
+            raise UsageError(f"dataset {name!r} needs a root folder (--root PATH)")
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DataError(f"{root}: dataset root is not a folder (dataset {name!r})")
+    return cls(root=root, split=split, transform=transform, **options)
+
+
+__all__ = ["register_dataset", "create_dataset", "list_datasets", "get_dataset_info"]

@@ -1,0 +1,106 @@
+"""Training and evaluation transforms (albumentations 2.x) returning ``image`` float 3xHxW, ``mask`` long HxW.
+
+Why a wrapper class: albumentations' ToTensorV2 keeps the mask's uint8 dtype; losses need long targets,
+and the wrapper stays picklable for DataLoader workers.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+
+from ..errors import UsageError
+from .base import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+
+
+def _size(img_size: Sequence[int] | int, what: str) -> tuple[int, int]:
+    if isinstance(img_size, int):
+        img_size = (img_size, img_size)
+    try:
+        h, w = (int(v) for v in img_size)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what}: img_size must be (H, W), not {img_size!r}") from None
+    if h <= 0 or w <= 0:
+        raise UsageError(f"{what}: img_size must be positive, not {img_size!r}")
+    return h, w
+
+
+class SegTransform:
+    """Callable ``(image=HxWx3 uint8, mask=HxW uint8) -> {"image": FloatTensor, "mask": LongTensor}``."""
+
+    def __init__(self, compose: A.Compose, mask_compose: bool = True) -> None:
+        self.compose = compose
+        self.mask_compose = mask_compose
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, **_: Any) -> dict[str, Any]:
+        if mask is None:
+            return {"image": self.compose(image=image)["image"]}
+        if self.mask_compose:
+            out = self.compose(image=image, mask=mask)
+            m = out["mask"]
+        else:  # eval: image only; the mask keeps its native size for exact scoring
+            out = self.compose(image=image)
+            m = mask
+        m = m if isinstance(m, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(m))
+        return {"image": out["image"], "mask": m.long()}
+
+    def __repr__(self) -> str:
+        return f"SegTransform({self.compose!r})"
+
+
+def build_train_transform(
+    img_size: Sequence[int] | int = (512, 512),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    scale: tuple[float, float] = (0.5, 2.0),
+    hflip: bool = True,
+    rotate: float = 10,
+    color: bool = True,
+    weather: bool = False,
+) -> SegTransform:
+    """Random scale, pad (mask fill 255) + random crop to ``img_size``, flip, rotation, color, weather."""
+    h, w = _size(img_size, "build_train_transform")
+    lo, hi = float(scale[0]), float(scale[1])
+    if not 0 < lo <= hi:
+        raise UsageError(f"build_train_transform: scale must be 0 < low <= high, not {scale!r}")
+    ops: list[Any] = []
+    if (lo, hi) != (1.0, 1.0):
+        ops.append(A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR,
+                                 mask_interpolation=cv2.INTER_NEAREST_EXACT, p=1.0))
+    ops += [
+        A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
+        A.RandomCrop(height=h, width=w),
+    ]
+    if hflip:
+        ops.append(A.HorizontalFlip(p=0.5))
+    if rotate:
+        ops.append(A.Rotate(limit=(-float(rotate), float(rotate)), interpolation=cv2.INTER_LINEAR,
+                            mask_interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT,
+                            fill=0, fill_mask=IGNORE_INDEX, p=0.5))
+    if color:
+        ops.append(A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5))
+    if weather:
+        ops.append(A.OneOf([
+            A.RandomFog(fog_coef_range=(0.1, 0.3), alpha_coef=0.08, p=1.0),
+            A.RandomSunFlare(flare_roi=(0, 0, 1, 0.5), src_radius=max(8, int(0.2 * max(h, w))), p=1.0),
+        ], p=0.2))
+    ops += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
+    return SegTransform(A.Compose(ops))
+
+
+def build_eval_transform(
+    img_size: Sequence[int] | int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> SegTransform:
+    """Resize ONLY the image (when ``img_size`` is given), normalize, to tensor; the mask stays native."""
+    ops: list[Any] = []
+    if img_size is not None:
+        h, w = _size(img_size, "build_eval_transform")
+        ops.append(A.Resize(height=h, width=w, interpolation=cv2.INTER_LINEAR))
+    ops += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
+    return SegTransform(A.Compose(ops), mask_compose=False)

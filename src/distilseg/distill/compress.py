@@ -1,0 +1,496 @@
+"""``distilseg compress``: teacher -> baseline student -> KD student -> INT8, evaluated and benchmarked.
+
+Why one command: the question a user asks is "how much accuracy do I keep for how much speed?"; answering it
+needs the same dataset, schedule and measurement for every model. Stages write into ``OUT/<stage>`` and are
+recorded in ``OUT/stages.json`` when they finish; a re-run skips every finished stage whose output is still
+there, and a training stage that was interrupted resumes from its ``checkpoints/last.ckpt``. So an
+interrupted ``compress`` continues where it stopped.
+
+Layout: ``teacher/``, ``student/`` (baseline, no KD), ``kd_student/`` (training outputs with ``best/``),
+``export/kd_student_int8.onnx`` (+ fp32 ONNX), ``eval/<row>.json``, ``bench/<row>.json``, ``compress.json``,
+``report.md``, ``report.html``, ``pareto.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UsageError
+from ..io import atomic_write_json
+
+__all__ = ["PRESETS", "add_compress_parser", "run_compress", "Compressor"]
+
+ROWS = (  # (name, label)
+    ("teacher", "teacher"),
+    ("student", "student"),
+    ("kd_student", "KD student"),
+    ("int8_kd_student", "INT8 KD student"),
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Finishes on 2 CPU cores in minutes: synthetic scenes at 96x128, a 0.44M-parameter teacher, a 21k student.
+    "quick": {
+        "img_size": [96, 128],
+        "dataset_args": {},
+        "teacher_model": "lite_student",
+        "teacher_args": {},
+        "student_model": "lite_student",
+        "student_args": {"stem_channels": 8, "stage_channels": [16, 32], "decoder_channels": 16,
+                         "stage3_dilations": [2, 4, 8]},
+        "teacher_epochs": 10,
+        "epochs": 8,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "scheduler": "cosine",
+        "augment": True,
+        "kd": "cwd@T=4:3,logits@T=2:1",  # tuned: KD >= baseline on synthetic (see report)
+        "hard_weight": 1.0,
+        "calibration_images": 32,
+        "bench_runs": 20,
+        "bench_warmup": 3,
+        "eval_batch_size": 8,
+    },
+    # Real runs (e.g. CamVid on a GPU): the original system's schedule and KD setting.
+    "full": {
+        "img_size": [360, 480],
+        "dataset_args": {},
+        "teacher_model": "msa_unet",
+        "teacher_args": {},
+        "student_model": "msa_unet_student",
+        "student_args": {},
+        "teacher_epochs": 100,
+        "epochs": 100,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "scheduler": "exponential",
+        "augment": True,
+        "kd": "original",
+        "hard_weight": None,
+        "calibration_images": 64,
+        "bench_runs": 50,
+        "bench_warmup": 5,
+        "eval_batch_size": 4,
+    },
+    # Internal (tests): seconds, not meaningful numbers.
+    "test": {
+        "img_size": [32, 48],
+        "dataset_args": {"num_images": 6, "size": [32, 48]},
+        "teacher_model": "unet",
+        "teacher_args": {"depth": 2, "base_width": 4},
+        "student_model": "lite_student",
+        "student_args": {"stem_channels": 4, "stage_channels": [8, 8], "stage2_dilations": [2],
+                         "stage3_dilations": [2], "decoder_channels": 8},
+        "teacher_epochs": 1,
+        "epochs": 1,
+        "batch_size": 3,
+        "lr": 1e-3,
+        "scheduler": "none",
+        "augment": False,
+        "kd": "logits@T=4:0.5",
+        "hard_weight": 1.0,
+        "calibration_images": 2,
+        "bench_runs": 2,
+        "bench_warmup": 0,
+        "eval_batch_size": 3,
+    },
+}
+
+
+def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .losses import KD_SPEC_HELP
+
+    p = subparsers.add_parser(
+        "compress",
+        help="teacher -> student -> KD student -> INT8, with accuracy/latency report",
+        description="One-command compression pipeline: train the teacher (or take --teacher), train the student "
+        "without KD (baseline), distill it with the same schedule, export the KD student to ONNX and INT8 "
+        "(calibrated on training images), evaluate all on the validation split, measure CPU latency, and write "
+        "compress.json, report.md, report.html and pareto.png to --out. Finished stages are skipped on a re-run, "
+        "so an interrupted run continues.",
+    )
+    p.add_argument("--dataset", required=True, help="dataset name (see `distilseg datasets`)")
+    p.add_argument("--root", default=None, metavar="PATH", help="dataset root folder")
+    p.add_argument("--dataset-args", nargs="*", default=None, metavar="K=V", help="extra dataset options")
+    p.add_argument("--teacher", default=None, metavar="DIR|zoo:NAME", help="use this trained teacher (skips stage 1)")
+    p.add_argument("--teacher-model", default=None, metavar="NAME", help="teacher architecture to train")
+    p.add_argument("--teacher-args", nargs="*", default=None, metavar="K=V", help="teacher constructor options")
+    p.add_argument("--student-model", default=None, metavar="NAME",
+                   help="student architecture (default: the preset's)")
+    p.add_argument("--student-args", nargs="*", default=None, metavar="K=V", help="student constructor options")
+    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), metavar="{quick,full}",
+                   help="schedule and model sizes: quick (minutes on a CPU, synthetic-sized) or full (real runs)")
+    p.add_argument("--img-size", nargs=2, type=int, default=None, metavar=("H", "W"), help="training/inference size")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of each student stage (default: preset's)")
+    p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: preset's)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--kd", default=None, metavar="SPEC", help=KD_SPEC_HELP)
+    p.add_argument("--hard-weight", type=float, default=None, metavar="W", help="task loss weight in the KD stage")
+    p.add_argument("--precision", default=None, choices=("32", "16-mixed", "bf16-mixed"))
+    p.add_argument("--accelerator", default=None, choices=("auto", "cpu", "gpu"), help="training device")
+    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default 0)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
+    p.add_argument("--bench-runs", type=int, default=None)
+    p.add_argument("--calibration-images", type=int, default=None)
+    p.add_argument("--no-ort-fp32", action="store_true", help="skip the onnxruntime fp32 row of the KD student")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=run_compress)
+    return p
+
+
+def _kv_list(items: list[str] | None, flag: str) -> dict[str, Any] | None:
+    if items is None:
+        return None
+    from ..engine.evaluate import parse_key_values
+
+    return parse_key_values(items, flag)
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The preset with every explicitly given flag applied on top."""
+    s = copy.deepcopy(PRESETS[args.preset])
+    s["preset"] = args.preset
+    s["dataset"] = args.dataset
+    s["root"] = args.root
+    overrides = {
+        "dataset_args": _kv_list(args.dataset_args, "--dataset-args"),
+        "teacher_model": args.teacher_model,
+        "teacher_args": _kv_list(args.teacher_args, "--teacher-args"),
+        "student_model": args.student_model,
+        "student_args": _kv_list(args.student_args, "--student-args"),
+        "img_size": list(args.img_size) if args.img_size else None,
+        "epochs": args.epochs,
+        "teacher_epochs": args.teacher_epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "kd": args.kd,
+        "hard_weight": args.hard_weight,
+        "calibration_images": args.calibration_images,
+        "bench_runs": args.bench_runs,
+    }
+    for k, v in overrides.items():
+        if v is not None:
+            s[k] = v
+    if args.teacher_model is not None and args.teacher is not None:
+        raise UsageError("give --teacher DIR or --teacher-model NAME, not both")
+    if args.kd is not None and args.hard_weight is None:
+        s["hard_weight"] = None  # the spec's preset (or 1) decides
+    s["teacher"] = args.teacher
+    s["precision"] = args.precision or "32"
+    s["accelerator"] = args.accelerator or "auto"
+    s["num_workers"] = 0 if args.num_workers is None else int(args.num_workers)
+    s["seed"] = 42 if args.seed is None else int(args.seed)
+    s["threads"] = args.threads
+    s["ort_fp32"] = not args.no_ort_fp32
+    for key in ("epochs", "teacher_epochs", "batch_size", "calibration_images", "bench_runs"):
+        if int(s[key]) < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
+    if min(s["img_size"]) < 1:
+        raise UsageError(f"--img-size must be positive, got {s['img_size']}")
+    return s
+
+
+class Compressor:
+    """Runs the stages; each is skipped when ``stages.json`` records it and its output still exists."""
+
+    def __init__(self, out: Path, settings: dict[str, Any], log: Callable[[str], None] | None = None) -> None:
+        self.out = Path(out)
+        self.s = settings
+        self.log = log or (lambda msg: print(msg, flush=True))
+        self.state_path = self.out / "stages.json"
+        self.state: dict[str, Any] = {}
+        if self.state_path.is_file():
+            try:
+                self.state = json.loads(self.state_path.read_text())
+            except json.JSONDecodeError:
+                self.state = {}
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+        self._check_settings()
+
+    # Settings that change what a stage produces; a re-run with other values must not reuse old outputs.
+    FINGERPRINT_KEYS = ("dataset", "root", "dataset_args", "teacher", "teacher_model", "teacher_args",
+                        "student_model", "student_args", "img_size", "epochs", "teacher_epochs", "batch_size",
+                        "lr", "scheduler", "augment", "kd", "hard_weight", "seed", "precision")
+
+    def _check_settings(self) -> None:
+        current = json.loads(json.dumps({k: self.s.get(k) for k in self.FINGERPRINT_KEYS}, default=str))
+        saved = self.state.get("_settings")
+        if saved is not None and saved != current:
+            diff = [k for k in self.FINGERPRINT_KEYS if saved.get(k) != current.get(k)]
+            raise UsageError(
+                f"{self.out} holds a compress run made with other settings ({', '.join(diff)} differ, see "
+                f"{self.state_path}); choose another --out to start anew, or repeat the original flags to continue"
+            )
+        self.state["_settings"] = current
+
+    # -- stage bookkeeping --------------------------------------------------------------------------
+    def _stage(self, name: str, outputs: list[Path], fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+        rec = self.state.get(name)
+        if isinstance(rec, dict) and rec.get("done") and all(p.exists() for p in outputs):
+            self.log(f"[compress] {name}: done already ({outputs[0]}), skipped")
+            self.skipped.append(name)
+            return rec
+        self.log(f"[compress] {name}: running")
+        t0 = time.perf_counter()
+        info = fn() or {}
+        rec = {"done": True, "seconds": round(time.perf_counter() - t0, 2), **info}
+        self.state[name] = rec
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.state_path, self.state)
+        self.ran.append(name)
+        self.log(f"[compress] {name}: finished in {rec['seconds']:.1f} s")
+        return rec
+
+    # -- training -----------------------------------------------------------------------------------
+    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int) -> dict[str, Any]:
+        from ..engine.train import add_train_arguments, resolve_config
+
+        s = self.s
+        argv = [
+            "--dataset", s["dataset"], "--model", model, "--out", str(out),
+            "--img-size", str(s["img_size"][0]), str(s["img_size"][1]),
+            "--epochs", str(epochs), "--batch-size", str(s["batch_size"]), "--lr", str(s["lr"]),
+            "--scheduler", s["scheduler"], "--precision", s["precision"], "--accelerator", s["accelerator"],
+            "--num-workers", str(s["num_workers"]), "--seed", str(s["seed"]), "--resume", "--no-progress",
+        ]
+        if s["root"]:
+            argv += ["--root", str(s["root"])]
+        if not s["augment"]:
+            argv.append("--no-augment")
+        parser = add_train_arguments(argparse.ArgumentParser(prog="distilseg compress (train stage)"))
+        cfg = resolve_config(parser.parse_args(argv))
+        cfg["model_args"] = dict(model_args)
+        cfg["dataset_args"] = dict(s["dataset_args"])
+        return cfg
+
+    def _train(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, distiller=None) -> dict:
+        from ..engine.train import run_training
+
+        cfg = self._train_cfg(model, model_args, out, epochs)
+        run_training(cfg, distiller=distiller)
+        return {"model": model, "model_args": model_args, "epochs": epochs, "artifact": str(out / "best")}
+
+    def teacher_dir(self) -> Path:
+        if self.s.get("teacher"):
+            from ..engine.segmenter import resolve_artifact_dir
+            from ..zoo import is_zoo_ref, resolve_zoo
+
+            ref = self.s["teacher"]
+            return resolve_artifact_dir(resolve_zoo(ref) if is_zoo_ref(ref) else Path(ref))
+        return self.out / "teacher" / "best"
+
+    def stage_teacher(self) -> None:
+        if self.s.get("teacher"):
+            from ..data import get_dataset_info
+            from ..engine.artifact import read_config
+
+            path = self.teacher_dir()
+            n = int(read_config(path)["num_classes"])
+            k = int(get_dataset_info(self.s["dataset"])["num_classes"])
+            if n != k:
+                raise UsageError(f"--teacher {self.s['teacher']}: teacher has {n} classes, dataset "
+                                 f"{self.s['dataset']!r} has {k}")
+            self.log(f"[compress] teacher: using {path}")
+            return
+        self._stage("teacher", [self.out / "teacher" / "best" / "config.json"], lambda: self._train(
+            self.s["teacher_model"], self.s["teacher_args"], self.out / "teacher", int(self.s["teacher_epochs"])))
+
+    def stage_student(self) -> None:
+        self._stage("student", [self.out / "student" / "best" / "config.json"], lambda: self._train(
+            self.s["student_model"], self.s["student_args"], self.out / "student", int(self.s["epochs"])))
+
+    def stage_kd_student(self) -> None:
+        def run() -> dict[str, Any]:
+            from .commands import build_distiller
+
+            cfg = self._train_cfg(self.s["student_model"], self.s["student_args"], self.out / "kd_student",
+                                  int(self.s["epochs"]))
+            distiller, _ = build_distiller(cfg, str(self.teacher_dir()), self.s["kd"], self.s["hard_weight"])
+            self.s["hard_weight_used"] = distiller.hard_weight
+            atomic_write_json(self.out / "kd_student" / "distill.json", {
+                "teacher": str(self.teacher_dir()), "kd": self.s["kd"], "hard_weight": distiller.hard_weight,
+                "terms": [[n, w, o] for n, w, o in distiller.terms_spec]})
+            from ..engine.train import run_training
+
+            run_training(cfg, distiller=distiller)
+            return {"model": self.s["student_model"], "kd": self.s["kd"], "hard_weight": distiller.hard_weight,
+                    "teacher": str(self.teacher_dir()), "artifact": str(self.out / "kd_student" / "best")}
+
+        self._stage("kd_student", [self.out / "kd_student" / "best" / "config.json"], run)
+
+    # -- export --------------------------------------------------------------------------------------
+    def stage_export(self) -> None:
+        int8 = self.out / "export" / "kd_student_int8.onnx"
+        fp32 = self.out / "export" / "kd_student_fp32.onnx"
+
+        def run() -> dict[str, Any]:
+            from ..export.onnx_export import export_checkpoint
+
+            ckpt = str(self.out / "kd_student" / "best")
+            size = self.s["img_size"]
+            r8 = export_checkpoint(
+                ckpt, int8, img_size=size, int8=True, calibration_dataset=self.s["dataset"],
+                calibration_root=self.s["root"], calibration_split="train",
+                calibration_images=int(self.s["calibration_images"]), check_images=0,
+            )
+            info = {"int8": str(int8), "int8_size_mb": r8["size_mb"]}
+            if self.s["ort_fp32"]:
+                r32 = export_checkpoint(ckpt, fp32, img_size=size, check_images=0)
+                info.update(fp32=str(fp32), fp32_size_mb=r32["size_mb"])
+            return info
+
+        outputs = [int8] + ([fp32] if self.s["ort_fp32"] else [])
+        self._stage("export", outputs, run)
+
+    def _eval_dataset(self):
+        from ..data import create_dataset
+
+        return create_dataset(self.s["dataset"], root=self.s["root"], split="val", **self.s["dataset_args"])
+
+    def _row_sources(self) -> list[tuple[str, str, str, str]]:
+        """(row name, label, checkpoint for load/bench, runtime)."""
+        rows = [
+            ("teacher", "teacher", str(self.teacher_dir()), "torch"),
+            ("student", "student", str(self.out / "student" / "best"), "torch"),
+            ("kd_student", "KD student", str(self.out / "kd_student" / "best"), "torch"),
+            ("int8_kd_student", "INT8 KD student", str(self.out / "export" / "kd_student_int8.onnx"), "onnxruntime"),
+        ]
+        if self.s["ort_fp32"]:
+            rows.append(("kd_student_ort_fp32", "KD student (ORT fp32)",
+                         str(self.out / "export" / "kd_student_fp32.onnx"), "onnxruntime"))
+        return rows
+
+    def stage_eval(self) -> None:
+        for name, _, ckpt, _ in self._row_sources():
+            path = self.out / "eval" / f"{name}.json"
+
+            def run(ckpt: str = ckpt, path: Path = path) -> dict[str, Any]:
+                from ..engine.evaluate import evaluate_model
+                from ..engine.segmenter import load
+
+                metrics, _, _ = evaluate_model(load(ckpt), self._eval_dataset(),
+                                               batch_size=int(self.s["eval_batch_size"]), progress=False,
+                                               num_samples_png=0)
+                atomic_write_json(path, metrics)
+                return {"mIoU": metrics.get("mIoU")}
+
+            self._stage(f"eval_{name}", [path], run)
+
+    def stage_bench(self) -> None:
+        for name, _, ckpt, runtime in self._row_sources():
+            path = self.out / "bench" / f"{name}.json"
+
+            def run(ckpt: str = ckpt, path: Path = path, runtime: str = runtime) -> dict[str, Any]:
+                from ..export.bench import benchmark
+
+                result = benchmark(checkpoint=ckpt, img_size=self.s["img_size"], runtime=runtime,
+                                   threads=self.s["threads"], runs=int(self.s["bench_runs"]),
+                                   warmup=int(self.s["bench_warmup"]))
+                atomic_write_json(path, result)
+                return {"latency_ms": result.get("latency_ms_median")}
+
+            self._stage(f"bench_{name}", [path], run)
+
+    # -- summary and report ----------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        from ..engine.artifact import read_config
+
+        rows, extra = [], []
+        kd_params = None
+        for name, label, ckpt, runtime in self._row_sources():
+            ev = json.loads((self.out / "eval" / f"{name}.json").read_text())
+            be = json.loads((self.out / "bench" / f"{name}.json").read_text())
+            row: dict[str, Any] = {
+                "name": name,
+                "label": label,
+                "path": ckpt,
+                "runtime": runtime,
+                "precision": be.get("precision"),
+                "params": be.get("params"),
+                "size_mb": be.get("size_mb"),
+                "gflops": be.get("gflops"),
+                "latency_ms": be.get("latency_ms_median"),
+                "latency_ms_p90": be.get("latency_ms_p90"),
+                "fps": be.get("fps"),
+                "threads": be.get("threads"),
+                "mIoU": ev.get("mIoU"),
+                "pixel_accuracy": ev.get("pixel_accuracy"),
+                "per_class": [{"name": c.get("name"), "iou": c.get("iou")} for c in ev.get("per_class", [])],
+            }
+            if runtime == "torch":
+                conf = read_config(ckpt)
+                row["architecture"] = conf.get("architecture")
+                row["model_args"] = conf.get("model_args", {})
+                if name == "kd_student":
+                    kd_params = row["params"]
+            else:
+                row["architecture"] = f"{self.s['student_model']} (ONNX {row['precision'] or ''})".strip()
+                row["onnx_initializer_elements"] = row["params"]
+                row["params"] = kd_params  # same network, quantized: the torch count is the comparable one
+            (rows if name != "kd_student_ort_fp32" else extra).append(row)
+        settings = {k: self.s.get(k) for k in (
+            "preset", "img_size", "teacher_model", "teacher_args", "student_model", "student_args",
+            "teacher_epochs", "epochs", "batch_size", "lr", "scheduler", "augment", "kd", "seed",
+            "calibration_images")}
+        settings["hard_weight"] = self.state.get("kd_student", {}).get("hard_weight", self.s.get("hard_weight"))
+        settings["bench"] = (f"CPU, median of {self.s['bench_runs']} runs, batch 1, "
+                             f"{rows[0].get('threads')} thread(s), input {self.s['img_size'][0]}x{self.s['img_size'][1]}")
+        num_val = None
+        try:
+            num_val = json.loads((self.out / "eval" / "teacher.json").read_text()).get("num_images")
+        except (OSError, json.JSONDecodeError):
+            pass
+        return {
+            "dataset": self.s["dataset"],
+            "preset": self.s["preset"],
+            "num_val_images": num_val,
+            "settings": settings,
+            "rows": rows,
+            "extra_rows": extra,
+            "stages": {k: v.get("seconds") for k, v in self.state.items() if not k.startswith("_")},
+        }
+
+    def stage_report(self) -> dict[str, Any]:
+        from ..viz import save_pareto
+        from .report import write_reports
+
+        summary = self.summary()
+        atomic_write_json(self.out / "compress.json", summary)
+        pareto_rows = [dict(r, name=r["label"]) for r in summary["rows"]]
+        save_pareto(pareto_rows, self.out / "pareto.png", x="latency_ms", y="mIoU", size="params")
+        write_reports(self.out, {**summary, "rows": summary["rows"] + summary["extra_rows"]},
+                      self.out / "pareto.png")
+        return summary
+
+    def run(self) -> dict[str, Any]:
+        self.stage_teacher()
+        self.stage_student()
+        self.stage_kd_student()
+        self.stage_export()
+        self.stage_eval()
+        self.stage_bench()
+        return self.stage_report()
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    from ..data import get_dataset_info
+
+    get_dataset_info(settings["dataset"])  # unknown dataset: UsageError before any work
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    comp = Compressor(out, settings)
+    summary = comp.run()
+    from .report import format_rows_markdown
+
+    print(format_rows_markdown(summary["rows"] + summary["extra_rows"]))
+    print(f"[compress] stages run: {', '.join(comp.ran) or 'none'}; skipped: {', '.join(comp.skipped) or 'none'}")
+    print(f"[compress] done in {time.perf_counter() - t0:.1f} s; report: {out / 'report.html'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,252 @@
+"""ONNX Runtime inference with the same ``predict`` semantics as the PyTorch ``Segmenter``.
+
+Why a class of its own: ``distilseg.load("model.onnx")`` must behave like loading an artifact folder
+(classes, palette, normalization from the sidecar JSON; class maps at each input's own size), so that a
+deployed INT8 model can be evaluated and demoed by the same code paths as the torch model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import CheckpointError, UsageError
+from .sources import normalization, parse_size, preprocess
+
+__all__ = ["OnnxSegmenter", "make_session", "run_logits", "sidecar_path", "read_sidecar"]
+
+
+def sidecar_path(onnx_path: str | os.PathLike) -> Path:
+    """``model.onnx`` -> ``model.json`` (classes, palette, mean/std, input size, precision, check)."""
+    return Path(onnx_path).with_suffix(".json")
+
+
+def read_sidecar(onnx_path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar JSON next to an ONNX file ({} when there is none: defaults then apply)."""
+    path = sidecar_path(onnx_path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def default_providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it, CPU always."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def make_session(
+    path: str | os.PathLike,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    spinning: bool | None = None,
+):
+    """An ``InferenceSession`` with all graph optimizations; ``threads`` sets ``intra_op_num_threads``.
+
+    ``spinning=False`` stops idle worker threads from busy-waiting (better on a shared, loaded machine).
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such ONNX file")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    if threads is not None:
+        if int(threads) < 1:
+            raise UsageError(f"threads must be a positive integer, got {threads}")
+        opts.intra_op_num_threads = int(threads)
+    if spinning is not None:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers or default_providers()))
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        if "InvalidProtobuf" in type(exc).__name__ or "INVALID_PROTOBUF" in str(exc) or "protobuf" in str(exc):
+            raise CheckpointError(f"{path}: not a valid ONNX model ({str(exc).splitlines()[0]})") from exc
+        raise
+
+
+def _static_hw(session) -> tuple[int, int] | None:
+    shape = session.get_inputs()[0].shape
+    h, w = shape[2], shape[3]
+    return (h, w) if isinstance(h, int) and isinstance(w, int) else None
+
+
+def run_logits(session, batch: np.ndarray, stride: int = 1) -> np.ndarray:
+    """Run ``session`` on an N x 3 x H x W float32 batch and return N x C x H x W logits.
+
+    A dynamic graph is exported without the model's own padding (it was traced at a multiple of the
+    network's stride), so the input is padded here, bottom/right with zeros (= the normalized mean) like
+    ``SegmentationModel.forward``, and the logits are cropped back.
+    """
+    inp = session.get_inputs()[0]
+    x = np.ascontiguousarray(batch, dtype=np.float32)
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % max(stride, 1), (-w) % max(stride, 1)
+    if _static_hw(session) is None and (pad_h or pad_w):
+        x = np.pad(x, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)))
+    if inp.type == "tensor(float16)":
+        x = x.astype(np.float16)
+    out = session.run(None, {inp.name: x})[0]
+    return np.asarray(out[..., :h, :w], dtype=np.float32)
+
+
+class OnnxSegmenter:
+    """Segment images with an exported ``.onnx`` model (fp32, fp16 or INT8).
+
+    Same interface and semantics as the torch ``Segmenter``: ``predict(images) -> list[HxW uint8]`` at each
+    image's own size, ``predict_logits`` (``C x H x W`` float32 arrays), ``class_names``, ``palette``,
+    ``num_classes``, ``config``, ``input_size`` (settable). Images are resized to ``input_size``: the graph's
+    own size for a fixed-size export, else the sidecar's ``input_size`` (``None`` = each image's own size);
+    the logits are resized back bilinearly before the argmax. ``tta="flip"`` averages the softmax of the
+    image and its mirror (``predict_logits`` then returns the log of that average).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.source = self.path
+        self.session = make_session(self.path, providers=providers, threads=threads)
+        self._config: dict[str, Any] = read_sidecar(self.path)
+        out_shape = self.session.get_outputs()[0].shape
+        num_classes = self._config.get("num_classes")
+        if num_classes is None:
+            if not isinstance(out_shape[1], int):
+                raise CheckpointError(
+                    f"{self.path}: no sidecar {sidecar_path(self.path).name} and the output has no static "
+                    f"class dimension"
+                )
+            num_classes = out_shape[1]
+        self._config["num_classes"] = int(num_classes)
+        self._mean, self._std = normalization(self._config.get("mean"), self._config.get("std"))
+        self.static_size = _static_hw(self.session)
+        self.input_size = self.static_size or self._config.get("input_size")
+        self.stride = int(self._config.get("output_stride") or 1)
+        self.static_batch = self.session.get_inputs()[0].shape[0]
+
+    # ---- the Segmenter interface -------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._config["num_classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self._config.get("class_names")
+        if names and len(names) == self.num_classes:
+            return [str(n) for n in names]
+        return [f"class_{i}" for i in range(self.num_classes)]
+
+    @property
+    def palette(self) -> np.ndarray:
+        pal = self._config.get("palette")
+        if pal is not None and len(pal) >= self.num_classes:
+            return np.asarray(pal, dtype=np.uint8).reshape(-1, 3)[: self.num_classes]
+        from ..engine.segmenter import default_palette
+
+        return default_palette(self.num_classes)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self._input_size
+
+    @input_size.setter
+    def input_size(self, size: Sequence[int] | None) -> None:
+        size = parse_size(size, "input size")
+        if self.static_size is not None and size is not None and size != self.static_size:
+            raise UsageError(
+                f"{self.path}: this ONNX model has a fixed input size {list(self.static_size)}; "
+                f"re-export with --dynamic to run at {list(size)}"
+            )
+        self._input_size = size
+
+    def __repr__(self) -> str:
+        return (f"OnnxSegmenter({str(self.path)!r}, num_classes={self.num_classes}, "
+                f"input_size={self.input_size}, precision={self._config.get('precision')!r})")
+
+    def predict(self, images: Any, batch_size: int = 4, tta: str | None = None) -> list[np.ndarray]:
+        """Class maps (HxW uint8) at each input's own size; a single image still gives a list."""
+        return [s.argmax(0).to(torch.uint8).numpy() for s in self._scores(images, batch_size, tta)]
+
+    def predict_logits(self, images: Any, batch_size: int = 4, tta: str | None = None) -> list[np.ndarray]:
+        """Per-image ``C x H x W`` float32 scores at each input's own size (raw logits without TTA)."""
+        return [s.numpy() for s in self._scores(images, batch_size, tta)]
+
+    # ---- internals ---------------------------------------------------------------------------------
+    def _scores(self, images: Any, batch_size: int, tta: str | None):
+        from ..engine.segmenter import as_image_list, to_rgb_array
+
+        tta = _check_tta(tta)
+        if int(batch_size) < 1:
+            raise UsageError(f"batch size must be positive, got {batch_size}")
+        items = as_image_list(images)
+        for start in range(0, len(items), int(batch_size)):
+            arrays = [to_rgb_array(im) for im in items[start : start + int(batch_size)]]
+            inputs = [preprocess(a, self.input_size, self._mean, self._std) for a in arrays]
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, x in enumerate(inputs):
+                groups.setdefault(x.shape, []).append(i)
+            out: list[torch.Tensor | None] = [None] * len(arrays)
+            for idx in groups.values():
+                scores = self._forward(np.stack([inputs[i] for i in idx]), tta)
+                for j, i in enumerate(idx):
+                    out[i] = _resize_logits(scores[j : j + 1], arrays[i].shape[:2])[0]
+            yield from out
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """Run in chunks that fit a fixed batch dimension (padding the last chunk by repetition)."""
+        if not isinstance(self.static_batch, int):
+            return run_logits(self.session, x, self.stride)
+        b, n, parts = self.static_batch, x.shape[0], []
+        for start in range(0, n, b):
+            chunk = x[start : start + b]
+            k = chunk.shape[0]
+            if k < b:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - k, axis=0)])
+            parts.append(run_logits(self.session, chunk, self.stride)[:k])
+        return np.concatenate(parts)
+
+    def _forward(self, x: np.ndarray, tta: str | None) -> torch.Tensor:
+        logits = torch.from_numpy(self._run(x))
+        if tta is None:
+            return logits
+        flipped = torch.from_numpy(self._run(np.ascontiguousarray(x[..., ::-1]))).flip(-1)
+        prob = (logits.softmax(1) + flipped.softmax(1)) / 2
+        return prob.clamp_min(1e-12).log()
+
+
+def _check_tta(tta: Any) -> str | None:
+    if tta in (None, "", "none"):
+        return None
+    if tta in ("flip", "hflip"):
+        return "flip"
+    raise UsageError(f"unknown test-time augmentation {tta!r}; choose 'flip' or none")
+
+
+def _resize_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)

@@ -1,0 +1,84 @@
+"""``distilseg models``: list every registered architecture with its description and parameter count."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+__all__ = ["register", "describe_models"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="list model architectures",
+        description="List every registered model with its description and parameter count (default arguments).",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list of {name, description, params}")
+    parser.add_argument(
+        "--num-classes", type=int, default=19, metavar="C", help="classes used to count parameters (default 19)"
+    )
+    parser.set_defaults(func=run)
+
+
+def _count(name: str, num_classes: int) -> int:
+    """Parameter count of ``create_model(name, num_classes)``.
+
+    Built on the meta device first (no memory, no init time: big teachers count in milliseconds); a
+    factory that cannot build there (e.g. it reads weights) is built on the CPU instead.
+    """
+    import torch
+
+    from .registry import create_model
+
+    try:
+        with torch.device("meta"):
+            model = create_model(name, num_classes)
+    except Exception:  # noqa: BLE001 - any failure here just means "try the ordinary way"
+        model = create_model(name, num_classes)
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe_models(num_classes: int = 19) -> list[dict[str, Any]]:
+    """One row per registered model; a model whose factory fails gets ``params: None`` and ``error``."""
+    from .registry import get_model_entry, list_models
+
+    rows: list[dict[str, Any]] = []
+    for name in list_models():
+        entry = get_model_entry(name)
+        row: dict[str, Any] = {"name": name, "description": entry.description, "params": None}
+        try:
+            row["params"] = _count(name, num_classes)
+        except Exception as exc:  # noqa: BLE001 - one broken model must not hide the others
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            row["error"] = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        rows.append(row)
+    return rows
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.1f}K"
+    return str(n)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+
+    if args.num_classes < 1:
+        raise UsageError(f"--num-classes must be a positive integer, got {args.num_classes}")
+    rows = describe_models(args.num_classes)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    name_w = max([len("NAME")] + [len(r["name"]) for r in rows])
+    print(f"{'NAME':<{name_w}}  {'PARAMS':>8}  DESCRIPTION")
+    for r in rows:
+        text = r["description"] if "error" not in r else f"{r['description']} [unavailable: {r['error']}]"
+        print(f"{r['name']:<{name_w}}  {_human(r['params']):>8}  {text}")
+    print(f"({len(rows)} models; parameters counted with {args.num_classes} classes and default arguments)")
+    return 0

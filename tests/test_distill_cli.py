@@ -1,0 +1,73 @@
+"""``distilseg distill`` end to end on tiny synthetic data through ``distilseg.cli.main``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("distilseg.engine.train", reason="training engine not built yet")
+
+from distilseg.cli import build_parser, main  # noqa: E402
+from distilseg.engine.artifact import load_artifact, save_artifact  # noqa: E402
+from distilseg.io import safe_torch_load  # noqa: E402
+from distilseg.models import create_model  # noqa: E402
+
+STUDENT_ARGS = ["stem_channels=4", "stage_channels=[8, 8]", "stage2_dilations=[2]", "stage3_dilations=[2]",
+                "decoder_channels=8"]
+
+
+def _teacher(folder: Path, num_classes: int = 7) -> Path:
+    torch.manual_seed(0)
+    model = create_model("unet", num_classes, depth=2, base_width=4)
+    save_artifact(folder, model, {"num_classes": num_classes, "class_names": [f"c{i}" for i in range(num_classes)],
+                                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                                  "input_size": [32, 48], "ignore_index": 255, "dataset": "synthetic"})
+    return folder
+
+
+def _argv(teacher: Path, out: Path, kd: str) -> list[str]:
+    return ["distill", "--teacher", str(teacher), "--student", "lite_student", "--student-args", *STUDENT_ARGS,
+            "--dataset", "synthetic", "--dataset-args", "num_images=4", "size=[32, 48]", "--img-size", "32", "48",
+            "--epochs", "1", "--batch-size", "2", "--num-workers", "0", "--no-progress", "--no-augment",
+            "--accelerator", "cpu", "--kd", kd, "--out", str(out)]
+
+
+def test_distill_end_to_end(tmp_path):
+    teacher = _teacher(tmp_path / "teacher")
+    out = tmp_path / "kd"
+    assert main(_argv(teacher, out, "logits@T=4:0.5,cwd:0.2,feature@norm=1:0.1")) == 0
+    model, config = load_artifact(out / "best")  # strict load: student weights only
+    assert config["architecture"] == "lite_student" and config["num_classes"] == 7
+    assert config["model_args"]["decoder_channels"] == 8
+    assert not any("teacher" in k for k in model.state_dict())
+    info = json.loads((out / "distill.json").read_text())
+    assert info["hard_weight"] == 1.0 and [t[0] for t in info["terms"]] == ["logits", "cwd", "feature"]
+    ckpt = safe_torch_load(out / "checkpoints" / "last.ckpt")
+    keys = list(ckpt["state_dict"])
+    assert keys and not any("teacher" in k for k in keys)
+    assert any(k.startswith("distill_adapters") for k in keys)  # the feature adapter is trained and resumable
+
+
+def test_distill_rejects_class_mismatch(tmp_path, capsys):
+    teacher = _teacher(tmp_path / "teacher5", num_classes=5)
+    assert main(_argv(teacher, tmp_path / "kd", "original")) == 2
+    err = capsys.readouterr().err
+    assert "5 classes" in err and "synthetic" in err
+
+
+def test_distill_bad_spec_is_usage_error(tmp_path, capsys):
+    teacher = _teacher(tmp_path / "teacher")
+    assert main(_argv(teacher, tmp_path / "kd", "logits@T=-1")) == 2
+    assert "--kd" in capsys.readouterr().err
+
+
+def test_distill_help_documents_spec_and_train_flags():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
+    text = sub.choices["distill"].format_help()
+    for flag in ("--teacher", "--kd", "--hard-weight", "--student", "--student-args", "--epochs", "--precision",
+                 "--devices", "--resume", "--lr"):
+        assert flag in text
+    assert "logits@T=6:0.35" in text and "original" in text

@@ -1,0 +1,255 @@
+"""ONNX export, sidecar, dynamic shapes, fp16 / INT8 and OnnxSegmenter against the PyTorch model."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distilseg.cli import main
+from distilseg.engine.artifact import save_artifact
+from distilseg.export.onnx_export import check_onnx, export_checkpoint, export_onnx, synthetic_images
+from distilseg.export.onnx_runtime import OnnxSegmenter, make_session, run_logits
+from distilseg.export.sources import preprocess
+from distilseg.models import create_model, list_models
+
+warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+
+# Small configurations so the whole parametrized run stays in seconds; models not listed run at defaults.
+TINY_ARGS = {
+    "unet": {"depth": 2, "base_width": 8},
+    "attention_unet": {"depth": 2, "base_width": 8},
+    "dilated_dws_unet": {"depth": 2, "base_width": 8},
+    "msa_unet": {"base_width": 8},
+    "msa_unet_student": {"base_width": 8},
+    "danet": {"encoder": "efficientnet_b0"},  # the default efficientnet_b3 only adds time, not coverage
+}
+BIG = {"danet", "fcn_resnet50", "segformer"}
+MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
+
+
+def _params():
+    out = []
+    for name in list_models():
+        marks = [pytest.mark.slow] if name in BIG else []
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
+
+
+def _tiny_unet(num_classes: int = 4) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("unet", num_classes, depth=2, base_width=8).eval()
+
+
+def _artifact(tmp_path: Path, model: torch.nn.Module, num_classes: int, size=(64, 64)) -> Path:
+    config = {
+        "num_classes": num_classes,
+        "class_names": [f"c{i}" for i in range(num_classes)],
+        "palette": [[i * 10, 255 - i * 10, i] for i in range(num_classes)],
+        "mean": MEAN,
+        "std": STD,
+        "input_size": list(size),
+        "ignore_index": 255,
+        "dataset": "synthetic",
+    }
+    return save_artifact(tmp_path / "art", model, config)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny U-Net trained for 60 steps on synthetic road scenes: confident, structured predictions
+    (unlike a random model), which is what INT8 and fp16 agreement must be judged on."""
+    from distilseg.data import create_dataset
+
+    torch.manual_seed(0)
+    ds = create_dataset("synthetic", split="train", num_images=32, size=(48, 64), seed=0)
+    x = torch.stack([torch.from_numpy(preprocess(ds.load_image(i), None, MEAN, STD)) for i in range(len(ds))])
+    y = torch.stack([torch.from_numpy(ds.load_mask(i).astype(np.int64)) for i in range(len(ds))])
+    model = create_model("unet", ds.num_classes, depth=2, base_width=8)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for step in range(60):
+        idx = torch.arange(step * 8, step * 8 + 8) % len(ds)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx], ignore_index=255)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(x).argmax(1) == y)[y != 255].float().mean().item()
+    assert acc > 0.6, f"the fixture model did not learn (pixel accuracy {acc:.3f})"
+    return _artifact(tmp_path_factory.mktemp("trained"), model, ds.num_classes, size=(48, 64))
+
+
+@pytest.mark.parametrize("name", _params())
+def test_every_registered_model_exports_and_matches_torch(name, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(name, 3, **TINY_ARGS.get(name, {})).eval()
+    path = export_onnx(model, {"num_classes": 3}, tmp_path / f"{name}.onnx", img_size=(64, 64))
+    session = make_session(path)
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    assert session.get_inputs()[0].shape == [1, 3, 64, 64]
+    check = check_onnx(model, path, synthetic_images(2, (64, 64)), size=(64, 64))
+    assert check["num_images"] == 2
+    assert check["max_abs_logit_diff"] < 1e-3
+    assert check["pixel_agreement"] >= 0.999
+
+
+def test_sidecar_holds_what_inference_needs(tmp_path):
+    art = _artifact(tmp_path, _tiny_unet(4), 4, size=(48, 80))
+    out = tmp_path / "m.onnx"
+    summary = export_checkpoint(str(art), out, opset=13, check_images=2)
+    side = json.loads((tmp_path / "m.json").read_text())
+    assert side["num_classes"] == 4
+    assert side["class_names"] == ["c0", "c1", "c2", "c3"]
+    assert side["palette"] == [[0, 255, 0], [10, 245, 1], [20, 235, 2], [30, 225, 3]]
+    assert side["mean"] == MEAN and side["std"] == STD
+    assert side["input_size"] == [48, 80]
+    assert side["ignore_index"] == 255
+    assert side["architecture"] == "unet"
+    assert side["model_args"] == {"depth": 2, "base_width": 8}
+    assert side["opset"] == 13 and side["precision"] == "fp32" and side["dynamic"] is False
+    assert side["check"] == summary["check"]
+    assert side["check"]["source"] == "synthetic" and side["check"]["num_images"] == 2
+    assert side["check"]["pixel_agreement"] >= 0.999
+    import onnx
+
+    assert onnx.load(str(out)).opset_import[0].version == 13
+    assert make_session(out).get_inputs()[0].shape == [1, 3, 48, 80]
+
+
+def test_dynamic_export_accepts_other_sizes(tmp_path):
+    model = _tiny_unet(3)
+    path = export_onnx(model, {"num_classes": 3}, tmp_path / "d.onnx", img_size=(64, 64), dynamic=True)
+    session = make_session(path)
+    shape = session.get_inputs()[0].shape
+    assert all(isinstance(d, str) for d in (shape[0], shape[2], shape[3]))
+    side = json.loads((tmp_path / "d.json").read_text())
+    assert side["dynamic"] is True and side["output_stride"] == model.output_stride == 4
+    gen = torch.Generator().manual_seed(1)
+    # a multiple of the stride runs as is; 37x53 needs the padding run_logits adds (like forward does)
+    for n, h, w in ((2, 48, 80), (1, 37, 53)):
+        x = torch.randn(n, 3, h, w, generator=gen)
+        got = run_logits(session, x.numpy(), side["output_stride"])
+        with torch.no_grad():
+            ref = model(x).numpy()
+        assert got.shape == (n, 3, h, w)
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_onnx_segmenter_predicts_at_original_sizes_like_torch(tmp_path):
+    import distilseg
+    from distilseg.engine.segmenter import Segmenter
+
+    model = _tiny_unet(4)
+    art = _artifact(tmp_path, model, 4, size=(64, 64))
+    out = tmp_path / "m.onnx"
+    export_checkpoint(str(art), out, check_images=0)
+    seg = distilseg.load(out)
+    assert isinstance(seg, OnnxSegmenter)
+    assert seg.num_classes == 4 and seg.class_names == ["c0", "c1", "c2", "c3"]
+    assert seg.palette.shape == (4, 3) and seg.palette.dtype == np.uint8 and seg.palette[1].tolist() == [10, 245, 1]
+    assert seg.input_size == (64, 64) and seg.config["input_size"] == [64, 64]
+    images = synthetic_images(1, (50, 70), seed=3) + synthetic_images(1, (90, 60), seed=4) + [
+        synthetic_images(1, (64, 64), seed=5)[0]
+    ]
+    preds = seg.predict(images, batch_size=2)
+    assert [p.shape for p in preds] == [(50, 70), (90, 60), (64, 64)]
+    assert all(p.dtype == np.uint8 and p.max() < 4 for p in preds)
+    ref = Segmenter(model, json.loads((art / "config.json").read_text())).predict(images)
+    for p, r in zip(preds, ref):
+        assert (p == r).mean() >= 0.999
+    logits = seg.predict_logits(images[:1])
+    assert logits[0].shape == (4, 50, 70) and logits[0].dtype == np.float32
+    flip = seg.predict(images[:1], tta="flip")
+    assert flip[0].shape == (50, 70)
+    with pytest.raises(Exception, match="fixed input size"):
+        seg.input_size = (32, 32)
+
+
+def test_fp16_keeps_float32_io(trained, tmp_path):
+    import onnx
+
+    out = tmp_path / "h.onnx"
+    summary = export_checkpoint(str(trained), out, fp16=True, check_images=4,
+                                calibration_dataset=None)
+    graph = onnx.load(str(out)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    assert summary["precision"] == "fp16"
+    # fp16 has ~3 significant digits: only pixels whose top-2 logits are within ~1e-3 may flip
+    assert summary["check"]["pixel_agreement"] >= 0.995
+
+
+def test_int8_static_quantization_agrees_with_fp32(trained, tmp_path):
+    import onnx
+
+    out = tmp_path / "q.onnx"
+    code = main([
+        "export", "--checkpoint", str(trained), "--out", str(out), "--int8",
+        "--calibration-dataset", "synthetic", "--calibration-split", "train", "--calibration-images", "16",
+        "--check-split", "val", "--check-images", "8",
+    ])
+    assert code == 0
+    graph = onnx.load(str(out)).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)  # QInt8 weights
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["precision"] == "int8"
+    assert side["calibration"] == {"dataset": "synthetic", "split": "train", "num_images": 16}
+    assert side["quantization"]["reduce_range"] is True and side["quantization"]["head_float"] is True
+    # the classifier conv reads float weights straight from an initializer (no DequantizeLinear before it)
+    head = [n for n in graph.node if n.op_type == "Conv"][-1]
+    floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    assert head.input[1] in floats
+    body = [n for n in graph.node if n.op_type == "Conv"][0]
+    assert body.input[1] not in floats
+    check = side["check"]
+    assert check["source"] == "synthetic:val" and check["num_images"] == 8
+    # 8-bit activations put ~0.5% of the logit range of noise on each layer; a trained model's top-2
+    # margin is larger than that except on a thin band of boundary pixels (measured 99.8% here; 98% leaves room for other CPUs and versions).
+    assert check["pixel_agreement"] >= 0.98
+    preds = OnnxSegmenter(out).predict(synthetic_images(1, (30, 40)))
+    assert preds[0].shape == (30, 40)
+
+
+def test_export_cli_errors_are_one_line(tmp_path, capsys):
+    art = _artifact(tmp_path, _tiny_unet(3), 3)
+    assert main(["export", "--checkpoint", str(art), "--out", str(tmp_path / "q.onnx"), "--int8"]) == 2
+    assert "--calibration-dataset" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(art), "--out", str(tmp_path / "m.txt")]) == 2
+    assert "must end in .onnx" in capsys.readouterr().err
+    missing = tmp_path / "nope"
+    assert main(["export", "--checkpoint", str(missing), "--out", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err and err.count("\n") == 1
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_cli_prints_check(tmp_path, capsys):
+    art = _artifact(tmp_path, _tiny_unet(3), 3)
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(art), "--out", str(out), "--check-images", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["onnx"] == str(out) and result["precision"] == "fp32"
+    assert result["check"]["pixel_agreement"] >= 0.999
+    assert result["check"]["max_abs_logit_diff"] < 1e-3
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_torchscript_export(tmp_path):
+    art = _artifact(tmp_path, _tiny_unet(3), 3)
+    out = tmp_path / "m.pt"
+    assert main(["export", "--checkpoint", str(art), "--format", "torchscript", "--out", str(out)]) == 0
+    loaded = torch.jit.load(str(out))
+    x = torch.randn(1, 3, 64, 64)
+    model, _ = __import__("distilseg.engine.artifact", fromlist=["load_artifact"]).load_artifact(art)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=1e-4, rtol=1e-4)
+    assert json.loads(out.with_suffix(".json").read_text())["format"] == "distilseg-torchscript"
