@@ -1,8 +1,6 @@
 """KD loss terms, spec parsing and the Distiller hook (pure tensors: fast)."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F

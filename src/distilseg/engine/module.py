@@ -98,6 +98,12 @@ class SegModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.last_val = None  # an epoch without validation must not repeat the previous scores
+        # A frozen encoder keeps its normalization statistics too (fine-tuning practice).
+        for m in self.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and all(
+                not p.requires_grad for p in m.parameters(recurse=False)
+            ) and any(True for _ in m.parameters(recurse=False)):
+                m.eval()
         d = self.distiller
         if d is not None:
             teacher = getattr(d, "teacher", None)
@@ -129,7 +135,10 @@ class SegModule(pl.LightningModule):
             loss = task
         if self.loss_hook is not None:
             loss = self.loss_hook(loss)
-        if not bool(torch.isfinite(loss.detach()).all()):
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if self.trainer.world_size > 1:  # all processes skip (or stop) together, or DDP would hang
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
             limit = int(self.settings.get("skip_nonfinite", 0))
             where = f"epoch {self.current_epoch + 1}, step {self.global_step} (batch {batch_idx})"
             if self.skipped_nonfinite < limit:

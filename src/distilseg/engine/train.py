@@ -405,7 +405,7 @@ def build_model(cfg: dict[str, Any], num_classes: int):
 
     kwargs = dict(cfg["model_args"])
     pre = cfg.get("pretrained")
-    artifact_dir = Path(pre) if pre and (Path(pre) / "config.json").is_file() else None
+    artifact_dir = Path(pre) if pre and _is_distilseg_artifact(Path(pre)) else None
     if pre and artifact_dir is None:
         kwargs["pretrained"] = pre
     try:
@@ -598,3 +598,15 @@ def register_train(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     add_train_arguments(p)
     p.set_defaults(func=run_train)
     return p
+
+
+def _is_distilseg_artifact(path: Path) -> bool:
+    """A distilseg artifact's config.json names an ``architecture``; a transformers
+    ``save_pretrained`` folder also has a config.json but must go to the model's own loader."""
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return "architecture" in json.loads(cfg.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
