@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import UsageError
 from ..io import atomic_write_json, atomic_write_text
 
-DEMO_EPOCHS = 4
+DEMO_EPOCHS = 10
 DEMO_SETTINGS: dict[str, Any] = {
     "dataset": "synthetic",
     "dataset_args": {},
