@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..viz.palette import default_palette
 from .base import IMAGE_EXTENSIONS, Sample, SegDataset, read_raw_mask
 from .registry import register_dataset
 from .tables import IGNORE, ColorDecoder, apply_lut, make_lut
@@ -65,17 +66,8 @@ def _class_names(n: int) -> list[str]:
 
 
 def _default_palette(n: int) -> np.ndarray:
-    """Distinct colors by bit interleaving (the Pascal VOC scheme)."""
-    pal = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i + 1, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
+    """Distinct colors (the Pascal VOC scheme) starting at VOC color 1, so that no class is black."""
+    return default_palette(n + 1)[1:]
 
 
 @register_dataset

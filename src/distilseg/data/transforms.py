@@ -2,9 +2,16 @@
 
 Why a wrapper class: albumentations' ToTensorV2 keeps the mask's uint8 dtype; losses need long targets,
 and the wrapper stays picklable for DataLoader workers.
+
+Randomness: albumentations 2.x draws from its OWN generators (a ``numpy.random.Generator`` and a
+``random.Random`` per transform, seeded from OS entropy when ``Compose(seed=None)``), so
+``seed_everything``/``np.random.seed``/``random.seed`` do not make augmentations reproducible.
+``SegTransform.set_random_seed`` (and ``seed_augmentations`` for a dataset) give the whole pipeline one
+seeded stream; training seeds it per DataLoader worker (see ``engine/train.py``).
 """
 from __future__ import annotations
 
+import random
 from typing import Any, Sequence
 
 import albumentations as A
@@ -48,8 +55,43 @@ class SegTransform:
         m = m if isinstance(m, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(m))
         return {"image": out["image"], "mask": m.long()}
 
+    def set_random_seed(self, seed: int | Sequence[int]) -> None:
+        """Make the augmentations a deterministic function of ``seed`` (an int or a sequence of ints,
+        e.g. ``[base_seed, worker_id, rank]``); successive calls still draw new augmentations.
+
+        Why not ``A.Compose(seed=...)``/``Compose.set_random_seed``: albumentations 2.0 gives EVERY
+        transform its own generator seeded with the same value, so their draws coincide (the flip, the
+        rotation and the color jitter would fire together). One shared stream keeps them independent.
+        """
+        entropy = [int(v) & 0xFFFF_FFFF_FFFF_FFFF for v in ([seed] if isinstance(seed, int) else seed)]
+        ss = np.random.SeedSequence(entropy)
+        np_ss, py_ss = ss.spawn(2)
+        py_seed = int.from_bytes(py_ss.generate_state(4, dtype=np.uint64).tobytes(), "little")
+        self.compose.set_random_state(np.random.default_rng(np_ss), random.Random(py_seed))
+
     def __repr__(self) -> str:
         return f"SegTransform({self.compose!r})"
+
+
+def seed_augmentations(dataset: Any, seed: int | Sequence[int]) -> int:
+    """Seed every seedable transform reachable from ``dataset`` (its ``transform``, and through
+    ``Subset.dataset``/``ConcatDataset.datasets``); returns how many were seeded."""
+    seen: set[int] = set()
+    count = 0
+    stack = [dataset]
+    while stack:
+        obj = stack.pop()
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        tf = getattr(obj, "transform", None)
+        if tf is not None and callable(getattr(tf, "set_random_seed", None)) and id(tf) not in seen:
+            seen.add(id(tf))
+            tf.set_random_seed(seed)
+            count += 1
+        stack.append(getattr(obj, "dataset", None))
+        stack.extend(getattr(obj, "datasets", None) or ())
+    return count
 
 
 def build_train_transform(
@@ -61,8 +103,13 @@ def build_train_transform(
     rotate: float = 10,
     color: bool = True,
     weather: bool = False,
+    seed: int | Sequence[int] | None = None,
 ) -> SegTransform:
-    """Random scale, pad (mask fill 255) + random crop to ``img_size``, flip, rotation, color, weather."""
+    """Random scale, pad (mask fill 255) + random crop to ``img_size``, flip, rotation, color, weather.
+
+    ``seed`` (see ``SegTransform.set_random_seed``) makes the sequence of augmentations reproducible;
+    ``None`` seeds from OS entropy (albumentations' default).
+    """
     h, w = _size(img_size, "build_train_transform")
     lo, hi = float(scale[0]), float(scale[1])
     if not 0 < lo <= hi:
@@ -89,7 +136,10 @@ def build_train_transform(
             A.RandomSunFlare(flare_roi=(0, 0, 1, 0.5), src_radius=max(8, int(0.2 * max(h, w))), p=1.0),
         ], p=0.2))
     ops += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
-    return SegTransform(A.Compose(ops))
+    tf = SegTransform(A.Compose(ops))
+    if seed is not None:
+        tf.set_random_seed(seed)
+    return tf
 
 
 def build_eval_transform(

@@ -13,15 +13,15 @@ from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, DataError, UsageError
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported
+from ..preprocess import flip_average, image_to_input, normalization_tensors, resize_scores
+from ..viz.palette import default_palette  # the artifact default; also imported from here by export
 
 ImageLike = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TTA_MODES = (None, "flip")
 
 
@@ -116,29 +116,18 @@ def _check_size(size: Sequence[int] | None) -> tuple[int, int] | None:
     return size  # type: ignore[return-value]
 
 
-class Segmenter:
-    """A loaded model plus the preprocessing its artifact prescribes.
+class SegmenterBase:
+    """What both segmenters share: the artifact's classes and palette, batching, preprocessing, flip TTA
+    and resizing the scores back to each input's own size.
 
-    ``predict(images)`` returns one HxW uint8 class map per input at that input's own size. Each image is
-    resized (bilinear, antialiased) to ``input_size`` when set (kept native when it is ``None``),
-    normalized with the artifact's mean/std, and the logits are resized bilinearly back to the original
-    size before the argmax. ``tta="flip"`` averages the softmax of the image and its horizontal mirror.
+    A subclass sets ``_config``, ``input_size`` and ``_mean``/``_std`` (from ``normalization_tensors``;
+    their device is where preprocessing runs) and supplies ``_run`` (one network pass: N x 3 x H x W
+    inputs -> N x C x H x W logits), ``_parse_size`` (checks ``input_size``) and ``_parse_tta``.
     """
 
-    def __init__(self, model: nn.Module, config: dict[str, Any], device: str | torch.device = "cpu",
-                 source: str | Path | None = None) -> None:
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self._config = dict(config)
-        self.source = source
-        self.input_size = config.get("input_size")
-        mean = [float(v) for v in (config.get("mean") or IMAGENET_MEAN)]
-        std = [float(v) for v in (config.get("std") or IMAGENET_STD)]
-        if max(mean) > 1.0 or max(std) > 1.0:  # given on the 0-255 scale
-            mean = [m / 255.0 for m in mean]
-            std = [s / 255.0 for s in std]
-        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+    _config: dict[str, Any]
+    _mean: torch.Tensor
+    _std: torch.Tensor
 
     # ---- properties -------------------------------------------------------------------------------
     @property
@@ -170,11 +159,7 @@ class Segmenter:
     @input_size.setter
     def input_size(self, size: Sequence[int] | None) -> None:
         """Override the artifact's size (``--img-size``); ``None`` runs at each image's native size."""
-        self._input_size = _check_size(size)
-
-    def __repr__(self) -> str:
-        return (f"Segmenter(arch={self._config.get('architecture')!r}, num_classes={self.num_classes}, "
-                f"input_size={self.input_size}, device={self.device})")
+        self._input_size = self._parse_size(size)
 
     # ---- inference -------------------------------------------------------------------------------
     def predict(self, images: Any, batch_size: int = 4, tta: str | None = None) -> list[np.ndarray]:
@@ -191,7 +176,7 @@ class Segmenter:
 
     def _scores(self, images: Any, batch_size: int, tta: str | None):
         """Yield one C x H x W tensor per input, in order, at the input's own size."""
-        tta = _check_tta(tta)
+        tta = self._parse_tta(tta)
         if int(batch_size) < 1:
             raise UsageError(f"batch size must be positive, got {batch_size}")
         items = as_image_list(images)
@@ -201,7 +186,7 @@ class Segmenter:
 
     @torch.inference_mode()
     def _scores_batch(self, arrays: list[np.ndarray], tta: str | None) -> list[torch.Tensor]:
-        tensors = [self._preprocess(a) for a in arrays]
+        tensors = [image_to_input(a, self.input_size, self._mean, self._std) for a in arrays]
         out: list[torch.Tensor | None] = [None] * len(arrays)
         # Batch the images that share a network input size (all of them when input_size is set).
         groups: dict[tuple[int, int], list[int]] = {}
@@ -211,32 +196,56 @@ class Segmenter:
             batch = torch.cat([tensors[i] for i in idx], dim=0)
             scores = self._forward(batch, tta)
             for j, i in enumerate(idx):
-                h, w = arrays[i].shape[:2]
-                s = scores[j:j + 1]
-                if tuple(s.shape[-2:]) != (h, w):
-                    s = F.interpolate(s, size=(h, w), mode="bilinear", align_corners=False)
-                out[i] = s[0]
+                out[i] = resize_scores(scores[j:j + 1], arrays[i].shape[:2])[0]
         return out  # type: ignore[return-value]
 
-    def _preprocess(self, array: np.ndarray) -> torch.Tensor:
-        if not array.flags.writeable:  # e.g. straight from PIL; torch wants a writable buffer
-            array = array.copy()
-        x = torch.from_numpy(array).to(self.device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        if self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        return (x - self._mean) / self._std
-
     def _forward(self, batch: torch.Tensor, tta: str | None) -> torch.Tensor:
-        dtype = next((p.dtype for p in self.model.parameters()), torch.float32)
-        logits = self._logits(batch.to(dtype))
+        logits = self._run(batch)
         if tta is None:
             return logits.float()
-        flipped = self._logits(batch.flip(-1).to(dtype)).flip(-1)
-        prob = (logits.float().softmax(1) + flipped.float().softmax(1)) / 2
-        return prob.clamp_min(1e-12).log()
+        return flip_average(logits, self._run(batch.flip(-1)).flip(-1))
 
-    def _logits(self, batch: torch.Tensor) -> torch.Tensor:
-        out = self.model(batch)
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _parse_size(self, size: Sequence[int] | None) -> tuple[int, int] | None:
+        raise NotImplementedError
+
+    def _parse_tta(self, tta: Any) -> str | None:
+        raise NotImplementedError
+
+
+class Segmenter(SegmenterBase):
+    """A loaded model plus the preprocessing its artifact prescribes.
+
+    ``predict(images)`` returns one HxW uint8 class map per input at that input's own size. Each image is
+    resized (bilinear, antialiased) to ``input_size`` when set (kept native when it is ``None``),
+    normalized with the artifact's mean/std, and the logits are resized bilinearly back to the original
+    size before the argmax. ``tta="flip"`` averages the softmax of the image and its horizontal mirror.
+    """
+
+    def __init__(self, model: nn.Module, config: dict[str, Any], device: str | torch.device = "cpu",
+                 source: str | Path | None = None) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self._config = dict(config)
+        self.source = source
+        self.input_size = config.get("input_size")
+        self._mean, self._std = normalization_tensors(config.get("mean"), config.get("std"), self.device)
+
+    def __repr__(self) -> str:
+        return (f"Segmenter(arch={self._config.get('architecture')!r}, num_classes={self.num_classes}, "
+                f"input_size={self.input_size}, device={self.device})")
+
+    def _parse_size(self, size: Sequence[int] | None) -> tuple[int, int] | None:
+        return _check_size(size)
+
+    def _parse_tta(self, tta: Any) -> str | None:
+        return _check_tta(tta)
+
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        dtype = next((p.dtype for p in self.model.parameters()), torch.float32)
+        out = self.model(batch.to(dtype))
         if isinstance(out, (tuple, list)):
             out = out[0]
         if isinstance(out, dict):
@@ -247,20 +256,6 @@ class Segmenter:
                 f"N x {self.num_classes} x H x W"
             )
         return out
-
-
-def default_palette(num_classes: int) -> np.ndarray:
-    """A deterministic, well-spread palette (the PASCAL VOC bit pattern) when an artifact has none."""
-    pal = np.zeros((num_classes, 3), dtype=np.uint8)
-    for i in range(num_classes):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
 
 
 def _onnx_providers(device: str | torch.device | None) -> list[str] | None:

@@ -366,11 +366,34 @@ class UnpaddedShardSampler:
         return len(self.indices)
 
 
+def seed_train_worker(worker_id: int, rank: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: what Lightning's ``pl_worker_init_function`` does (torch, numpy,
+    ``random``) plus albumentations' own generators, which nothing else seeds.
+
+    The worker's seed (``torch.initial_seed()`` there = DataLoader base seed + worker id) comes from the
+    main process' torch generator, seeded by ``seed_everything``: so it is the same in two runs with the
+    same ``--seed``, distinct per worker, and new each time workers start. Mixing in ``rank`` keeps DDP
+    processes (same base seed) from repeating each other's augmentations.
+    """
+    import torch
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    from ..data.transforms import seed_augmentations
+
+    pl_worker_init_function(worker_id, rank=rank)
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        seed_augmentations(info.dataset, [info.seed, worker_id, rank])
+
+
 def _make_datamodule(cfg: dict[str, Any], train_ds: Any, val_ds: Any):
+    import functools
+
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader, DistributedSampler
 
     from ..data import collate_segmentation
+    from ..data.transforms import seed_augmentations
 
     class _Data(pl.LightningDataModule):
         def train_dataloader(self):
@@ -378,8 +401,13 @@ def _make_datamodule(cfg: dict[str, Any], train_ds: Any, val_ds: Any):
             bs = cfg["batch_size"]
             drop_last = len(train_ds) // world >= bs  # never a batch of 1 for BatchNorm unless data is tiny
             nw = cfg["num_workers"]
+            # albumentations keeps its own generators (seed_everything does not reach them): seed them from
+            # --seed for num_workers=0; each worker reseeds its copy in seed_train_worker. The stream goes on
+            # across epochs, so every epoch still draws new augmentations.
+            seed_augmentations(train_ds, [int(cfg["seed"]), rank])
             common = dict(batch_size=bs, num_workers=nw, collate_fn=collate_segmentation,
-                          drop_last=drop_last, persistent_workers=nw > 0, pin_memory=False)
+                          drop_last=drop_last, persistent_workers=nw > 0, pin_memory=False,
+                          worker_init_fn=functools.partial(seed_train_worker, rank=rank) if nw > 0 else None)
             if world > 1:
                 sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
                                              seed=cfg["seed"], drop_last=False)

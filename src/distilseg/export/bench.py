@@ -130,7 +130,10 @@ def benchmark(
     threads = int(threads) if threads is not None else old_threads
     torch.set_num_threads(threads)
     try:
-        result = _measure(net, onnx_path, config, size, runtime, threads, runs, warmup, batch, spinning)
+        if runtime == "onnxruntime":
+            result = _measure_ort(net, onnx_path, config, size, threads, runs, warmup, batch, spinning)
+        else:
+            result = _measure_torch(net, size, runtime, runs, warmup, batch)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -176,20 +179,10 @@ def _gflops_from_sidecar(config: dict[str, Any], size: tuple[int, int]) -> float
     return count_gflops(net, size)
 
 
-def _measure(
-    net: nn.Module | None,
-    onnx_path: Path | None,
-    config: dict[str, Any],
-    size: tuple[int, int],
-    runtime: str,
-    threads: int,
-    runs: int,
-    warmup: int,
-    batch: int,
-    spinning: bool | None,
+def _measure_torch(
+    net: nn.Module | None, size: tuple[int, int], runtime: str, runs: int, warmup: int, batch: int
 ) -> dict[str, Any]:
-    if runtime == "onnxruntime":
-        return _measure_ort(net, onnx_path, config, size, threads, runs, warmup, batch, spinning)
+    """Time ``net`` on the ``torch``, ``torchscript`` or ``compile`` runtime."""
     from .onnx_export import LogitsOnly
 
     assert net is not None

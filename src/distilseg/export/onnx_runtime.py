@@ -13,10 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..engine.segmenter import SegmenterBase
 from ..errors import CheckpointError, UsageError
-from .sources import normalization, parse_size, preprocess
+from ..preprocess import normalization_tensors
+from .sources import parse_size
 
 __all__ = ["OnnxSegmenter", "make_session", "run_logits", "sidecar_path", "read_sidecar"]
 
@@ -107,15 +108,16 @@ def run_logits(session, batch: np.ndarray, stride: int = 1) -> np.ndarray:
     return np.asarray(out[..., :h, :w], dtype=np.float32)
 
 
-class OnnxSegmenter:
+class OnnxSegmenter(SegmenterBase):
     """Segment images with an exported ``.onnx`` model (fp32, fp16 or INT8).
 
-    Same interface and semantics as the torch ``Segmenter``: ``predict(images) -> list[HxW uint8]`` at each
-    image's own size, ``predict_logits`` (``C x H x W`` float32 arrays), ``class_names``, ``palette``,
-    ``num_classes``, ``config``, ``input_size`` (settable). Images are resized to ``input_size``: the graph's
-    own size for a fixed-size export, else the sidecar's ``input_size`` (``None`` = each image's own size);
-    the logits are resized back bilinearly before the argmax. ``tta="flip"`` averages the softmax of the
-    image and its mirror (``predict_logits`` then returns the log of that average).
+    Same interface and semantics as the torch ``Segmenter`` (both are a ``SegmenterBase``; only the network
+    pass differs): ``predict(images) -> list[HxW uint8]`` at each image's own size, ``predict_logits``
+    (``C x H x W`` float32 arrays), ``class_names``, ``palette``, ``num_classes``, ``config``, ``input_size``
+    (settable). Images are resized to ``input_size``: the graph's own size for a fixed-size export, else the
+    sidecar's ``input_size`` (``None`` = each image's own size); the logits are resized back bilinearly
+    before the argmax. ``tta="flip"`` averages the softmax of the image and its mirror (``predict_logits``
+    then returns the log of that average).
     """
 
     def __init__(
@@ -138,88 +140,34 @@ class OnnxSegmenter:
                 )
             num_classes = out_shape[1]
         self._config["num_classes"] = int(num_classes)
-        self._mean, self._std = normalization(self._config.get("mean"), self._config.get("std"))
+        self._mean, self._std = normalization_tensors(self._config.get("mean"), self._config.get("std"))
         self.static_size = _static_hw(self.session)
         self.input_size = self.static_size or self._config.get("input_size")
         self.stride = int(self._config.get("output_stride") or 1)
         self.static_batch = self.session.get_inputs()[0].shape[0]
 
-    # ---- the Segmenter interface -------------------------------------------------------------------
-    @property
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
+    def __repr__(self) -> str:
+        return (f"OnnxSegmenter({str(self.path)!r}, num_classes={self.num_classes}, "
+                f"input_size={self.input_size}, precision={self._config.get('precision')!r})")
 
-    @property
-    def num_classes(self) -> int:
-        return int(self._config["num_classes"])
-
-    @property
-    def class_names(self) -> list[str]:
-        names = self._config.get("class_names")
-        if names and len(names) == self.num_classes:
-            return [str(n) for n in names]
-        return [f"class_{i}" for i in range(self.num_classes)]
-
-    @property
-    def palette(self) -> np.ndarray:
-        pal = self._config.get("palette")
-        if pal is not None and len(pal) >= self.num_classes:
-            return np.asarray(pal, dtype=np.uint8).reshape(-1, 3)[: self.num_classes]
-        from ..engine.segmenter import default_palette
-
-        return default_palette(self.num_classes)
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return self._input_size
-
-    @input_size.setter
-    def input_size(self, size: Sequence[int] | None) -> None:
+    # ---- the SegmenterBase hooks -------------------------------------------------------------------
+    def _parse_size(self, size: Sequence[int] | None) -> tuple[int, int] | None:
         size = parse_size(size, "input size")
         if self.static_size is not None and size is not None and size != self.static_size:
             raise UsageError(
                 f"{self.path}: this ONNX model has a fixed input size {list(self.static_size)}; "
                 f"re-export with --dynamic to run at {list(size)}"
             )
-        self._input_size = size
+        return size
 
-    def __repr__(self) -> str:
-        return (f"OnnxSegmenter({str(self.path)!r}, num_classes={self.num_classes}, "
-                f"input_size={self.input_size}, precision={self._config.get('precision')!r})")
+    def _parse_tta(self, tta: Any) -> str | None:
+        return _check_tta(tta)
 
-    def predict(self, images: Any, batch_size: int = 4, tta: str | None = None) -> list[np.ndarray]:
-        """Class maps (HxW uint8) at each input's own size; a single image still gives a list."""
-        return [s.argmax(0).to(torch.uint8).numpy() for s in self._scores(images, batch_size, tta)]
-
-    def predict_logits(self, images: Any, batch_size: int = 4, tta: str | None = None) -> list[np.ndarray]:
-        """Per-image ``C x H x W`` float32 scores at each input's own size (raw logits without TTA)."""
-        return [s.numpy() for s in self._scores(images, batch_size, tta)]
-
-    # ---- internals ---------------------------------------------------------------------------------
-    def _scores(self, images: Any, batch_size: int, tta: str | None):
-        from ..engine.segmenter import as_image_list, to_rgb_array
-
-        tta = _check_tta(tta)
-        if int(batch_size) < 1:
-            raise UsageError(f"batch size must be positive, got {batch_size}")
-        items = as_image_list(images)
-        for start in range(0, len(items), int(batch_size)):
-            arrays = [to_rgb_array(im) for im in items[start : start + int(batch_size)]]
-            inputs = [preprocess(a, self.input_size, self._mean, self._std) for a in arrays]
-            groups: dict[tuple[int, ...], list[int]] = {}
-            for i, x in enumerate(inputs):
-                groups.setdefault(x.shape, []).append(i)
-            out: list[torch.Tensor | None] = [None] * len(arrays)
-            for idx in groups.values():
-                scores = self._forward(np.stack([inputs[i] for i in idx]), tta)
-                for j, i in enumerate(idx):
-                    out[i] = _resize_logits(scores[j : j + 1], arrays[i].shape[:2])[0]
-            yield from out
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
         """Run in chunks that fit a fixed batch dimension (padding the last chunk by repetition)."""
+        x = batch.numpy()
         if not isinstance(self.static_batch, int):
-            return run_logits(self.session, x, self.stride)
+            return torch.from_numpy(run_logits(self.session, x, self.stride))
         b, n, parts = self.static_batch, x.shape[0], []
         for start in range(0, n, b):
             chunk = x[start : start + b]
@@ -227,15 +175,7 @@ class OnnxSegmenter:
             if k < b:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - k, axis=0)])
             parts.append(run_logits(self.session, chunk, self.stride)[:k])
-        return np.concatenate(parts)
-
-    def _forward(self, x: np.ndarray, tta: str | None) -> torch.Tensor:
-        logits = torch.from_numpy(self._run(x))
-        if tta is None:
-            return logits
-        flipped = torch.from_numpy(self._run(np.ascontiguousarray(x[..., ::-1]))).flip(-1)
-        prob = (logits.softmax(1) + flipped.softmax(1)) / 2
-        return prob.clamp_min(1e-12).log()
+        return torch.from_numpy(np.concatenate(parts))
 
 
 def _check_tta(tta: Any) -> str | None:
@@ -244,9 +184,3 @@ def _check_tta(tta: Any) -> str | None:
     if tta in ("flip", "hflip"):
         return "flip"
     raise UsageError(f"unknown test-time augmentation {tta!r}; choose 'flip' or none")
-
-
-def _resize_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)

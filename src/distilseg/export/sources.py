@@ -12,12 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import CheckpointError, DataError, UsageError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, normalization  # noqa: F401 - re-exported
+from ..preprocess import image_to_input, normalization_tensors
 
 
 def resolve_artifact_dir(ref: str | os.PathLike) -> Path:
@@ -76,25 +74,11 @@ def preprocess(
     """HxWx3 uint8 -> 3xHxW float32: /255, bilinear antialiased resize to ``size`` (when given),
     (x - mean) / std.
 
-    Exactly the torch ``Segmenter``'s preprocessing, so ONNX and PyTorch predictions (and the export check)
-    see identical inputs. Mean/std given on the 0-255 scale are rescaled, as the ``Segmenter`` does.
+    The segmenters' own preprocessing (``distilseg.preprocess.image_to_input``), so ONNX and PyTorch
+    predictions and the export check see identical inputs. Mean/std given on the 0-255 scale are rescaled.
     """
-    mean, std = normalization(mean, std)
-    t = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-    if size is not None and tuple(t.shape[-2:]) != tuple(size):
-        t = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((t - m) / s)[0].numpy().astype(np.float32)
-
-
-def normalization(mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple[list[float], list[float]]:
-    """Mean/std on the 0-1 scale (values above 1 are taken to be on the 0-255 scale)."""
-    m = [float(v) for v in (mean or IMAGENET_MEAN)]
-    s = [float(v) for v in (std or IMAGENET_STD)]
-    if max(m) > 1.0 or max(s) > 1.0:
-        m, s = [v / 255.0 for v in m], [v / 255.0 for v in s]
-    return m, s
+    m, s = normalization_tensors(mean, std)
+    return image_to_input(np.array(image, dtype=np.uint8), size, m, s)[0].numpy().astype(np.float32)
 
 
 def dataset_images(name: str, root: str | os.PathLike | None, split: str, count: int) -> list[np.ndarray]:

@@ -17,6 +17,7 @@ from ..errors import CheckpointError, UsageError
 
 __all__ = [
     "SegmentationModel",
+    "AuxSegmentationModel",
     "count_parameters",
     "load_pretrained_weights",
     "apply_seed_pretrained",
@@ -66,6 +67,29 @@ class SegmentationModel(nn.Module):
         if pad_h or pad_w:
             features = [_crop_like(f, h, w, ph, pw) for f in features]
         return logits, features
+
+
+class AuxSegmentationModel(SegmentationModel):
+    """A model with auxiliary (deep-supervision) heads: subclasses implement one pass,
+    ``_run(x, with_aux) -> (logits, features, aux logits)``, that serves both ``forward`` and
+    ``forward_aux``; ``aux logits`` is empty when ``with_aux`` is false or the model has no aux heads.
+
+    ``forward_aux`` does not pad the input, so such models use ``output_stride = 1``.
+    """
+
+    def _run(self, x: Tensor, with_aux: bool) -> tuple[Tensor, list[Tensor], list[Tensor]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        logits, feats, _ = self._run(x, with_aux=False)
+        return logits, feats
+
+    def forward_aux(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """``(logits, [aux logits, ...])``, all resized bilinearly to the input's size."""
+        logits, _, aux = self._run(x, with_aux=True)
+        size = x.shape[-2:]
+        up = [F.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in [logits, *aux]]
+        return up[0], up[1:]
 
 
 def _crop_like(f: Tensor, h: int, w: int, ph: int, pw: int) -> Tensor:

@@ -11,11 +11,10 @@ import logging
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from .base import SegmentationModel
+from .base import AuxSegmentationModel
 from .pretrained import create_timm_encoder, load_local_weights, local_weights_path
 from .registry import register_model
 
@@ -87,12 +86,13 @@ def _classifier(channels: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(channels, num_classes, 1))
 
 
-class DANet(SegmentationModel):
+class DANet(AuxSegmentationModel):
     """Encoder (timm ``features_only``, stride 8 where supported) + dual attention head + classifier.
 
     Features: every encoder level (shallow to deep) then the fused head feature. With ``aux_loss=True`` the
-    two branch classifiers of the paper exist and ``forward_aux`` returns their logits too (for a
-    deep-supervision loss); ``forward`` always returns only the fused logits.
+    two branch classifiers of the paper exist and ``forward_aux`` returns
+    ``(logits, [position-branch logits, channel-branch logits])`` (for a deep-supervision loss);
+    ``forward`` always returns only the fused logits.
     """
 
     def __init__(
@@ -126,17 +126,6 @@ class DANet(SegmentationModel):
         if with_aux and self.aux_classifiers is not None:
             aux = [c(f) for c, f in zip(self.aux_classifiers, (pa, ca))]
         return logits, feats + [fused], aux
-
-    def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        logits, feats, _ = self._run(x, with_aux=False)
-        return logits, feats
-
-    def forward_aux(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """``(logits, [position-branch logits, channel-branch logits])``, all at the input's size."""
-        logits, _, aux = self._run(x, with_aux=True)
-        size = x.shape[-2:]
-        up = [F.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in [logits, *aux]]
-        return up[0], up[1:]
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())

@@ -14,6 +14,7 @@ from ..errors import UsageError
 from .base import SegmentationModel, apply_seed_pretrained
 from .blocks import ConvBNReLU, DilatedDWSBlock, resize_to
 from .registry import register_model
+from .unet import check_unet_args
 
 __all__ = ["DilatedDWSUNet", "dilated_dws_unet"]
 
@@ -67,10 +68,7 @@ def dilated_dws_unet(
     pretrained: str | None = None,
 ) -> nn.Module:
     """U-Net of parallel dilated (1, 2, 3) depthwise-separable convs fused by 1x1 conv, with residuals."""
-    if not isinstance(depth, int) or not 1 <= depth <= 6:
-        raise UsageError(f"dilated_dws_unet: depth must be an integer from 1 to 6, got {depth!r}")
-    if not isinstance(base_width, int) or base_width < 1:
-        raise UsageError(f"dilated_dws_unet: base_width must be a positive integer, got {base_width!r}")
+    check_unet_args("dilated_dws_unet", depth, base_width)
     rates = tuple(int(r) for r in rates)
     if not rates or min(rates) < 1:
         raise UsageError(f"dilated_dws_unet: rates must be positive integers, got {rates!r}")

@@ -7,21 +7,21 @@ a tensor instead of torchvision's dict and taps the backbone stages and the head
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegmentationModel
+from .base import AuxSegmentationModel
 from .pretrained import load_local_weights, load_state_into, local_weights_path, torchvision_state_dict
 from .registry import register_model
 
 _STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
-class FCNResNet50(SegmentationModel):
+class FCNResNet50(AuxSegmentationModel):
     """ResNet-50 (dilated, output stride 8) + FCN head; ``aux_loss=True`` adds torchvision's layer3 head.
 
     Features: outputs of layer1..layer4 (256, 512, 1024, 2048 channels) then the head's 512-channel map
-    after conv-BN-ReLU (before dropout and the 1x1 classifier).
+    after conv-BN-ReLU (before dropout and the 1x1 classifier). ``forward_aux`` returns
+    ``(logits, [layer3 auxiliary logits])`` (an empty list without ``aux_loss``).
     """
 
     def __init__(self, num_classes: int, aux_loss: bool = False) -> None:
@@ -46,17 +46,6 @@ class FCNResNet50(SegmentationModel):
         logits = self.classifier[4](self.classifier[3](head))
         aux = [self.aux_classifier(feats[2])] if with_aux and self.aux_classifier is not None else []
         return logits, feats + [head], aux
-
-    def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        logits, feats, _ = self._run(x, with_aux=False)
-        return logits, feats
-
-    def forward_aux(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """``(logits, [layer3 auxiliary logits])`` at the input's size (empty list without ``aux_loss``)."""
-        logits, _, aux = self._run(x, with_aux=True)
-        size = x.shape[-2:]
-        up = [F.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in [logits, *aux]]
-        return up[0], up[1:]
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..errors import UsageError
 from .base import SegmentationModel, apply_seed_pretrained
-from .blocks import DoubleConv, resize_to
+from .blocks import AttentionGate, DoubleConv, resize_to
 from .registry import register_model
 
 __all__ = ["UNet", "unet", "check_unet_args"]
@@ -22,9 +22,13 @@ def check_unet_args(arch: str, depth: int, base_width: int) -> None:
 
 
 class UpBlock(nn.Module):
-    """Upsample the deeper map x2 (bilinear or transposed conv), concatenate the skip, double conv."""
+    """Upsample the deeper map x2 (bilinear or transposed conv), concatenate the skip, double conv.
 
-    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, bilinear: bool = True) -> None:
+    ``gated=True`` (Attention U-Net) first weights the skip with an additive attention gate whose gating
+    signal is the coarse decoder map before upsampling (the coarser map says where to look).
+    """
+
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, bilinear: bool = True, gated: bool = False) -> None:
         super().__init__()
         if bilinear:
             self.up: nn.Module = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
@@ -32,9 +36,12 @@ class UpBlock(nn.Module):
         else:
             up_ch = in_ch // 2
             self.up = nn.ConvTranspose2d(in_ch, up_ch, kernel_size=2, stride=2)
+        self.gate = AttentionGate(gate_ch=in_ch, skip_ch=skip_ch, inter_ch=max(1, skip_ch // 2)) if gated else None
         self.conv = DoubleConv(up_ch + skip_ch, out_ch)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        if self.gate is not None:
+            skip = self.gate(x, skip)  # gating signal: the coarse decoder map before upsampling
         x = resize_to(self.up(x), skip.shape[-2:])
         return self.conv(torch.cat([skip, x], dim=1))
 
@@ -46,6 +53,8 @@ class UNet(SegmentationModel):
     is the full-resolution decoder map that the 1x1 classifier reads.
     """
 
+    gated_skips = False  # True in AttentionUNet: attention gates on the skip connections
+
     def __init__(self, num_classes: int, depth: int = 4, base_width: int = 32, bilinear: bool = True) -> None:
         super().__init__()
         widths = [base_width * 2**i for i in range(depth + 1)]
@@ -55,7 +64,8 @@ class UNet(SegmentationModel):
             nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1])) for i in range(depth)
         )
         self.ups = nn.ModuleList(
-            UpBlock(widths[i + 1], widths[i], widths[i], bilinear=bilinear) for i in reversed(range(depth))
+            UpBlock(widths[i + 1], widths[i], widths[i], bilinear=bilinear, gated=self.gated_skips)
+            for i in reversed(range(depth))
         )
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.feature_channels = widths + list(reversed(widths[:-1]))
