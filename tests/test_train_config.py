@@ -79,3 +79,33 @@ def test_presets_resolve(tmp_path):
         for key, value in data.items():
             if key not in ("dataset", "model"):
                 assert cfg[key.replace("-", "_")] == value, (preset.name, key)
+
+
+def test_weather_flag_adds_fog_and_sun_flare_to_training_only():
+    from distilseg.engine.train import build_datasets
+
+    def names(tf) -> set[str]:
+        return {type(t).__name__ for t in _walk(tf)}
+
+    base = ["--dataset", "synthetic", "--dataset-args", "num_images=2", "--model", "unet", "--out", "o"]
+    train_tf, eval_tf = (build_datasets(_parse(base + ["--weather"]))[i].transform for i in (0, 1))
+    assert {"RandomFog", "RandomSunFlare"} <= names(train_tf)
+    assert not {"RandomFog", "RandomSunFlare"} & names(eval_tf)
+    plain = build_datasets(_parse(base))[0].transform
+    assert not {"RandomFog", "RandomSunFlare"} & names(plain)
+
+
+def _walk(obj, depth=0):
+    """Every transform object reachable from a (possibly wrapped) albumentations pipeline."""
+    if depth > 6 or obj is None:
+        return
+    yield obj
+    for attr in ("transforms", "pipeline", "compose", "transform"):
+        child = getattr(obj, attr, None)
+        if child is None or child is obj:
+            continue
+        if isinstance(child, (list, tuple)) or type(child).__name__ == "Transforms":
+            for c in child:
+                yield from _walk(c, depth + 1)
+        else:
+            yield from _walk(child, depth + 1)

@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "val_every": 1,
     "checkpoint_every_steps": 50,
     "augment": True,
+    "weather": False,
     "progress": True,
     "out": None,
 }
@@ -140,6 +141,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     a("--val-every", dest="val_every", type=int, default=_SUPPRESS, metavar="E", help="validate every E epochs")
     a("--checkpoint-every-steps", dest="checkpoint_every_steps", type=int, default=_SUPPRESS, metavar="N",
       help="also save the resume state every N steps (default 50; 0 = epoch ends only)")
+    a("--weather", dest="weather", action="store_true", default=_SUPPRESS,
+      help="also add random fog and sun flare to training images")
     a("--no-augment", dest="augment", action="store_false", default=_SUPPRESS,
       help="no random scale/flip/rotate/color augmentation")
     a("--no-progress", dest="progress", action="store_false", default=_SUPPRESS, help="no progress bar")
@@ -323,7 +326,7 @@ def build_datasets(cfg: dict[str, Any]) -> tuple[Any, Any, list[float], list[flo
     std = list(getattr(dmod, "IMAGENET_STD", (0.229, 0.224, 0.225)))
     h, w = cfg["img_size"]
     if cfg["augment"]:
-        train_tf = dmod.build_train_transform(img_size=(h, w), mean=mean, std=std)
+        train_tf = dmod.build_train_transform(img_size=(h, w), mean=mean, std=std, weather=bool(cfg["weather"]))
     else:
         train_tf = dmod.build_train_transform(
             img_size=(h, w), mean=mean, std=std, scale=(1.0, 1.0), hflip=False, rotate=0, color=False
