@@ -284,18 +284,15 @@ def pixel_counts(ds: Any) -> tuple[list[int], list[int]]:
 
 
 def median_frequency_weights(counts: list[int], image_pixels: list[int]) -> list[float]:
-    """Eigen & Fergus: w_c = median(freq) / freq_c with freq_c = pixels_c / pixels of images with c."""
-    import numpy as np
+    """Eigen & Fergus: w_c = median(freq) / freq_c with freq_c = pixels_c / pixels of images with c.
 
-    counts_a = np.asarray(counts, dtype=np.float64)
-    pix = np.asarray(image_pixels, dtype=np.float64)
-    freq = np.divide(counts_a, pix, out=np.zeros_like(counts_a), where=pix > 0)
-    present = freq > 0
-    if not present.any():
+    The formula lives in ``data.stats.class_weights``; here the denominator is the *labelled* pixels of
+    those images (``pixel_counts``), and a split with no labelled pixel at all trains unweighted."""
+    from ..data.stats import class_weights
+
+    if not any(counts):
         return [1.0] * len(counts)
-    med = float(np.median(freq[present]))
-    w = np.where(present, med / np.where(present, freq, 1.0), 0.0)
-    return w.tolist()
+    return [float(w) for w in class_weights(counts, "median_freq", image_pixels)]
 
 
 def compute_class_weights(spec: Any, ds: Any) -> list[float] | None:
