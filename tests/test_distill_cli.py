@@ -71,3 +71,33 @@ def test_distill_help_documents_spec_and_train_flags():
                  "--devices", "--resume", "--lr"):
         assert flag in text
     assert "logits@T=6:0.35" in text and "original" in text
+
+
+def test_distill_settings_from_yaml_and_eval_size(tmp_path):
+    """teacher / kd / hard_weight can live in --config (one file reproduces a run); flags still win."""
+    import yaml
+
+    teacher = _teacher(tmp_path / "teacher")
+    argv = _argv(teacher, tmp_path / "kd", "original")
+    i = argv.index("--teacher")
+    del argv[i:i + 2]
+    i = argv.index("--kd")
+    del argv[i:i + 2]
+    cfg_file = tmp_path / "kd.yaml"
+    cfg_file.write_text(yaml.safe_dump({"teacher": str(teacher), "kd": "logits@T=2:0.3", "hard_weight": 0.7,
+                                        "eval_size": [40, 56]}))
+    assert main(argv + ["--config", str(cfg_file), "--kd", "logits@T=3:0.3"]) == 0
+    info = json.loads((tmp_path / "kd" / "distill.json").read_text())
+    assert info["teacher"] == str(teacher) and info["kd"] == "logits@T=3:0.3" and info["hard_weight"] == 0.7
+    saved = yaml.safe_load((tmp_path / "kd" / "config.yaml").read_text())
+    assert saved["teacher"] == str(teacher) and saved["eval_size"] == [40, 56]
+    _, config = load_artifact(tmp_path / "kd" / "best")
+    assert config["input_size"] == [40, 56]  # the saved model runs at the evaluation size, not the crop
+
+
+def test_distill_without_teacher_is_usage_error(tmp_path, capsys):
+    argv = _argv(tmp_path, tmp_path / "kd", "original")
+    i = argv.index("--teacher")
+    del argv[i:i + 2]
+    assert main(argv) == 2
+    assert "--teacher is required" in capsys.readouterr().err

@@ -217,6 +217,12 @@ def test_int8_static_quantization_agrees_with_fp32(trained, tmp_path):
     assert check["pixel_agreement"] >= 0.98
     preds = OnnxSegmenter(out).predict(synthetic_images(1, (30, 40)))
     assert preds[0].shape == (30, 40)
+    # scales and zero points are not weights: the INT8 file counts as many parameters as the fp32 one
+    from distilseg.export.bench import onnx_param_count
+
+    fp32 = export_checkpoint(str(trained), tmp_path / "f.onnx", check_images=0, calibration_dataset=None)
+    qnames = {i for n in graph.node if n.op_type == "DequantizeLinear" for i in n.input[1:]}
+    assert qnames and onnx_param_count(out) == onnx_param_count(fp32["onnx"])
 
 
 def test_export_cli_errors_are_one_line(tmp_path, capsys):

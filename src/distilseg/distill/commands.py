@@ -39,9 +39,11 @@ def _add_distill_parser(subparsers: argparse._SubParsersAction) -> None:
         "zoo:NAME; its class count must match the dataset's.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--teacher", required=True, metavar="DIR|zoo:NAME", help="teacher artifact")
-    p.add_argument("--kd", default="original", metavar="SPEC", help=KD_SPEC_HELP)
-    p.add_argument("--hard-weight", type=float, default=None, metavar="W",
+    p.add_argument("--teacher", default=argparse.SUPPRESS, metavar="DIR|zoo:NAME",
+                   help="teacher artifact (required here or as `teacher:` in --config)")
+    p.add_argument("--kd", default=argparse.SUPPRESS, metavar="SPEC",
+                   help=KD_SPEC_HELP + " (default: original)")
+    p.add_argument("--hard-weight", dest="hard_weight", type=float, default=argparse.SUPPRESS, metavar="W",
                    help="weight of the task (hard-label) loss; default: the preset's (0.65 for 'original') or 1")
     try:
         from ..engine.train import add_train_arguments
@@ -131,22 +133,31 @@ def build_distiller(cfg: dict[str, Any], teacher_ref: str, kd: str, hard_weight:
     return distiller, tconf
 
 
+# distill's own settings; like every train setting they can come from --config YAML or from flags
+DISTILL_DEFAULTS: dict[str, Any] = {"teacher": None, "kd": "original", "hard_weight": None}
+
+
 def run_distill(args: argparse.Namespace) -> int:
     from ..engine.train import resolve_config, run_training
 
-    cfg = resolve_config(args)
-    distiller, tconf = build_distiller(cfg, args.teacher, args.kd, args.hard_weight)
+    cfg = resolve_config(args, extra=DISTILL_DEFAULTS)
+    if not cfg["teacher"]:
+        raise UsageError("--teacher is required (on the command line or as `teacher:` in --config)")
+    if cfg["hard_weight"] is not None and not isinstance(cfg["hard_weight"], (int, float)):
+        raise UsageError(f"--hard-weight must be a number, got {cfg['hard_weight']!r}")
+    teacher_ref, kd = str(cfg["teacher"]), str(cfg["kd"])
+    distiller, tconf = build_distiller(cfg, teacher_ref, kd, cfg["hard_weight"])
     print(
-        f"distilling {tconf.get('architecture')} (teacher, {args.teacher}) into {_cfg_get(cfg, 'model')}: "
+        f"distilling {tconf.get('architecture')} (teacher, {teacher_ref}) into {_cfg_get(cfg, 'model')}: "
         f"{distiller.extra_repr()}"
     )
     from ..io import atomic_write_json
 
     # What config.yaml (train settings only) cannot say: which teacher and which KD terms made this student.
     atomic_write_json(Path(cfg["out"]) / "distill.json", {
-        "teacher": str(args.teacher),
+        "teacher": teacher_ref,
         "teacher_architecture": tconf.get("architecture"),
-        "kd": args.kd,
+        "kd": kd,
         "hard_weight": distiller.hard_weight,
         "terms": [[name, weight, opts] for name, weight, opts in distiller.terms_spec],
     })

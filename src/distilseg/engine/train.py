@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "model": None,
     "model_args": {},
     "img_size": [256, 256],
+    "eval_size": None,
     "epochs": 50,
     "batch_size": 8,
     "lr": 1e-3,
@@ -103,6 +104,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
       help=f"training crop size (default {d['img_size'][0]} {d['img_size'][1]})")
     a("--img_size", dest="img_size_square", type=int, default=_SUPPRESS, metavar="S",
       help="square training size S x S (original flag; same as --img-size S S)")
+    a("--eval-size", dest="eval_size", nargs=2, type=int, default=_SUPPRESS, metavar=("H", "W"),
+      help="size validation images are resized to, and the saved model's input size; scores stay at the "
+           "labels' native size (default: the training crop size)")
     a("--epochs", type=int, default=_SUPPRESS, help=f"epochs (default {d['epochs']})")
     a("--batch-size", "--batch", dest="batch_size", type=int, default=_SUPPRESS,
       help=f"batch size per process (default {d['batch_size']})")
@@ -150,7 +154,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def _load_yaml(path: str | Path) -> dict[str, Any]:
+def _load_yaml(path: str | Path, known: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such config file")
@@ -165,7 +169,7 @@ def _load_yaml(path: str | Path) -> dict[str, Any]:
         key = str(k).replace("-", "_")
         if key == "img_size_square":
             key, v = "img_size", [v, v]
-        if key not in DEFAULTS:
+        if key not in known:
             raise UsageError(f"{path}: unknown setting {k!r}")
         if key == "img_size" and isinstance(v, int):
             v = [v, v]
@@ -183,12 +187,17 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
     raise UsageError(f"{what}: expected KEY=VALUE pairs, got {value!r}")
 
 
-def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """defaults < YAML ``--config`` < flags typed on the command line; validated."""
-    cfg = copy.deepcopy(DEFAULTS)
-    given = {k: v for k, v in vars(args).items() if k in DEFAULTS or k in ("img_size_square", "config")}
+def resolve_config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """defaults < YAML ``--config`` < flags typed on the command line; validated.
+
+    ``extra`` adds a command's own settings (with their defaults), e.g. distill's teacher, so that one
+    YAML file can hold everything that reproduces a run.
+    """
+    known = {**DEFAULTS, **(extra or {})}
+    cfg = copy.deepcopy(known)
+    given = {k: v for k, v in vars(args).items() if k in known or k in ("img_size_square", "config")}
     if given.get("config"):
-        cfg.update(_load_yaml(given["config"]))
+        cfg.update(_load_yaml(given["config"], known))
     if "img_size_square" in given:
         given["img_size"] = [given.pop("img_size_square")] * 2
     given.pop("config", None)
@@ -213,6 +222,14 @@ def _validate(cfg: dict[str, Any]) -> None:
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
         raise UsageError(f"--img-size must be two positive integers H W, got {size!r}")
     cfg["img_size"] = [int(s) for s in size]
+    esize = cfg.get("eval_size")
+    if esize is not None:
+        if isinstance(esize, int):
+            esize = [esize, esize]
+        if not (isinstance(esize, (list, tuple)) and len(esize) == 2
+                and all(isinstance(s, int) and s > 0 for s in esize)):
+            raise UsageError(f"--eval-size must be two positive integers H W, got {cfg['eval_size']!r}")
+        cfg["eval_size"] = [int(s) for s in esize]
     for key in ("epochs", "batch_size", "devices", "num_nodes", "val_every"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {cfg[key]!r}")
@@ -316,6 +333,12 @@ def compute_class_weights(spec: Any, ds: Any) -> list[float] | None:
 # data
 
 
+def eval_size(cfg: dict[str, Any]) -> list[int]:
+    """Validation/inference input size: training on crops smaller than the images is common (MMSeg's
+    crop_size vs test scale), but the model must be judged, and later run, on whole images."""
+    return list(cfg.get("eval_size") or cfg["img_size"])
+
+
 def build_datasets(cfg: dict[str, Any]) -> tuple[Any, Any, list[float], list[float]]:
     from .. import data as dmod
 
@@ -328,7 +351,7 @@ def build_datasets(cfg: dict[str, Any]) -> tuple[Any, Any, list[float], list[flo
         train_tf = dmod.build_train_transform(
             img_size=(h, w), mean=mean, std=std, scale=(1.0, 1.0), hflip=False, rotate=0, color=False
         )
-    eval_tf = dmod.build_eval_transform(img_size=(h, w), mean=mean, std=std)
+    eval_tf = dmod.build_eval_transform(img_size=tuple(eval_size(cfg)), mean=mean, std=std)
     opts = dict(cfg["dataset_args"])
     train_ds = dmod.create_dataset(cfg["dataset"], root=cfg["root"], split="train", transform=train_tf, **opts)
     val_ds = dmod.create_dataset(cfg["dataset"], root=cfg["root"], split="val", transform=eval_tf, **opts)
@@ -551,7 +574,7 @@ def run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: li
         "palette": palette.tolist() if hasattr(palette, "tolist") else palette,
         "mean": mean,
         "std": std,
-        "input_size": list(cfg["img_size"]),
+        "input_size": eval_size(cfg),
         "ignore_index": ignore_index,
         "dataset": cfg["dataset"],
         "dataset_args": cfg["dataset_args"],

@@ -47,12 +47,28 @@ def count_gflops(model: nn.Module, img_size: tuple[int, int]) -> float:
     return counter.get_total_flops() / 1e9
 
 
+# inputs that hold settings, not weights: quantization scales / zero points and shape-like operands
+_NON_WEIGHT_INPUTS = {
+    "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2), "Resize": (1, 2, 3), "Upsample": (1,),
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 2, 3),
+    "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "ReduceMean": (1,),
+}
+
+
 def onnx_param_count(path: str | os.PathLike) -> int:
-    """Elements in the graph's initializers (weights), the ONNX counterpart of a parameter count."""
+    """Elements in the graph's weight initializers, the ONNX counterpart of a parameter count.
+
+    Quantization scales / zero points and shape operands (which exporters and quantizers turn into
+    initializers) are settings, not weights: left out, so an INT8 model reports the same count as the float
+    model it came from.
+    """
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return int(sum(int(np.prod(list(t.dims), dtype=np.int64)) for t in graph.initializer))
+    settings = {node.input[i] for node in graph.node for i in _NON_WEIGHT_INPUTS.get(node.op_type, ())
+                if i < len(node.input)}
+    return int(sum(int(np.prod(list(t.dims), dtype=np.int64)) for t in graph.initializer
+                   if t.name not in settings))
 
 
 def _time(fn: Callable[[], Any], runs: int, warmup: int) -> list[float]:
