@@ -9,8 +9,11 @@ from, so ``distilseg eval --checkpoint zoo:NAME`` can be compared with the numbe
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+import yaml
 
 from distilseg.engine.artifact import load_artifact, save_artifact
 from distilseg.zoo import ZOO_DIR
@@ -26,6 +29,11 @@ def main() -> int:
     config = dict(config)
     config["zoo"] = {"name": args.name, "source": str(Path(args.artifact)), "weights": "float16",
                      "note": args.note}
+    run = Path(args.artifact).resolve().parent  # RUN/best -> RUN: the settings that produced the model
+    if (run / "config.yaml").is_file():
+        config["zoo"]["train_config"] = yaml.safe_load((run / "config.yaml").read_text())
+    if (run / "distill.json").is_file():
+        config["zoo"]["distill"] = json.loads((run / "distill.json").read_text())
     out = save_artifact(ZOO_DIR / args.name, model, config, half=True)
     size = sum(p.stat().st_size for p in out.iterdir())
     print(f"zoo:{args.name} -> {out} ({size / 1e6:.2f} MB)")

@@ -11,7 +11,7 @@ import distilseg
 from distilseg.cli import main
 from distilseg.zoo import list_zoo, resolve_zoo
 
-BUNDLED = ["camvid-student"]
+BUNDLED = ["camvid-teacher", "camvid-student", "camvid-student-kd"]
 
 
 def test_bundled_models_are_listed():
@@ -32,9 +32,15 @@ def test_zoo_model_predicts_360x480_label_maps(name):
     assert 0.0 < config["metrics"]["mIoU"] <= 1.0
 
 
-def test_zoo_model_on_real_camvid_and_cli(camvid_root, tmp_path, capsys):
+def test_bundle_fits_the_repository_budget():
+    total = sum(f.stat().st_size for name in BUNDLED for f in resolve_zoo(name).iterdir())
+    assert total < 30e6  # issue 7: all three under 30 MB
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_zoo_model_on_real_camvid(name, camvid_root, tmp_path):
     image = sorted((camvid_root / "val").glob("*.png"))[0]
-    code = main(["predict", "--checkpoint", "zoo:camvid-student", str(image), "--save-labels",
+    code = main(["predict", "--checkpoint", f"zoo:{name}", str(image), "--save-labels",
                  "--out", str(tmp_path / "pred"), "--no-progress"])
     assert code == 0
     from PIL import Image
@@ -45,7 +51,8 @@ def test_zoo_model_on_real_camvid_and_cli(camvid_root, tmp_path, capsys):
     valid = truth != 11
     assert (labels[valid] == truth[valid]).mean() > 0.5  # a trained road-scene model, not noise
 
-    capsys.readouterr()
+
+def test_zoo_student_through_bench_and_export(tmp_path, capsys):
     code = main(["bench", "--checkpoint", "zoo:camvid-student", "--img-size", "360", "480",
                  "--runs", "1", "--warmup", "0", "--json"])
     assert code == 0
