@@ -212,24 +212,23 @@ def resolve_config(args: argparse.Namespace, extra: dict[str, Any] | None = None
     return cfg
 
 
+def _size_pair(value: Any, flag: str) -> list[int]:
+    """``S`` or ``[H, W]`` (positive ints) as ``[H, W]``."""
+    if isinstance(value, int):
+        value = [value, value]
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(s, int) and s > 0 for s in value)):
+        raise UsageError(f"{flag} must be two positive integers H W, got {value!r}")
+    return [int(s) for s in value]
+
+
 def _validate(cfg: dict[str, Any]) -> None:
     for key in ("dataset", "model", "out"):
         if not cfg.get(key):
             raise UsageError(f"--{key} is required (on the command line or in --config)")
-    size = cfg["img_size"]
-    if isinstance(size, int):
-        size = cfg["img_size"] = [size, size]
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
-        raise UsageError(f"--img-size must be two positive integers H W, got {size!r}")
-    cfg["img_size"] = [int(s) for s in size]
-    esize = cfg.get("eval_size")
-    if esize is not None:
-        if isinstance(esize, int):
-            esize = [esize, esize]
-        if not (isinstance(esize, (list, tuple)) and len(esize) == 2
-                and all(isinstance(s, int) and s > 0 for s in esize)):
-            raise UsageError(f"--eval-size must be two positive integers H W, got {cfg['eval_size']!r}")
-        cfg["eval_size"] = [int(s) for s in esize]
+    cfg["img_size"] = _size_pair(cfg["img_size"], "--img-size")
+    if cfg.get("eval_size") is not None:
+        cfg["eval_size"] = _size_pair(cfg["eval_size"], "--eval-size")
     for key in ("epochs", "batch_size", "devices", "num_nodes", "val_every"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {cfg[key]!r}")
