@@ -101,3 +101,11 @@ def test_distill_without_teacher_is_usage_error(tmp_path, capsys):
     del argv[i:i + 2]
     assert main(argv) == 2
     assert "--teacher is required" in capsys.readouterr().err
+
+
+def test_distill_hard_weight_from_yaml_must_be_a_number(tmp_path, capsys):
+    teacher = _teacher(tmp_path / "teacher")
+    cfg_file = tmp_path / "kd.yaml"
+    cfg_file.write_text("hard_weight: lots\n")
+    assert main(_argv(teacher, tmp_path / "kd", "original") + ["--config", str(cfg_file)]) == 2
+    assert "--hard-weight must be a number" in capsys.readouterr().err

@@ -143,8 +143,6 @@ def run_distill(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, extra=DISTILL_DEFAULTS)
     if not cfg["teacher"]:
         raise UsageError("--teacher is required (on the command line or as `teacher:` in --config)")
-    if cfg["hard_weight"] is not None and not isinstance(cfg["hard_weight"], (int, float)):
-        raise UsageError(f"--hard-weight must be a number, got {cfg['hard_weight']!r}")
     teacher_ref, kd = str(cfg["teacher"]), str(cfg["kd"])
     distiller, tconf = build_distiller(cfg, teacher_ref, kd, cfg["hard_weight"])
     print(

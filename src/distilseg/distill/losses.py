@@ -266,6 +266,6 @@ def resolve_kd_spec(spec: str, hard_weight: float | None = None) -> tuple[list[t
     if hard_weight is None:
         presets = [p.strip() for p in spec.split(",") if p.strip() in KD_PRESETS]
         hard_weight = KD_PRESETS[presets[0]][1] if presets else 1.0
-    if hard_weight < 0:
-        raise UsageError(f"--hard-weight must be >= 0, got {hard_weight}")
+    if isinstance(hard_weight, bool) or not isinstance(hard_weight, (int, float)) or hard_weight < 0:
+        raise UsageError(f"--hard-weight must be a number >= 0, got {hard_weight!r}")
     return terms, float(hard_weight)
