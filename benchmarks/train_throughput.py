@@ -4,6 +4,12 @@ Both train the same model (same seed) with the same optimizer, loss, batch size 
 without augmentation; each times optimizer steps after a warm-up (data loading included, since both
 fetch their next batch inside the timed span). Prints JSON with both rates and their ratio
 (target: Lightning >= 0.9 x the plain loop). Run: ``python benchmarks/train_throughput.py [--steps 40]``.
+
+``--settings`` instead measures the CPU training settings of issue 12 on the CamVid teacher and student
+recipes (``configs/camvid/*.yaml``'s architectures, batch 8 at their crop size, random data): fp32 vs
+``bf16-mixed`` (autocast, as Lightning's plugin does), each with and without channels_last, and
+``torch.compile`` where it works; images per second after a warm-up:
+``python benchmarks/train_throughput.py --settings --steps 6 --json benchmarks/results/train_settings.json``.
 """
 from __future__ import annotations
 
@@ -65,6 +71,65 @@ def plain_rate(args: argparse.Namespace) -> float:
     return args.steps / (time.perf_counter() - start)
 
 
+RECIPES = {
+    "teacher fpn(efficientnet_lite2) 288x384": ("fpn", {"encoder": "efficientnet_lite2"}, (288, 384)),
+    "student fpn(efficientnet_lite0, depth 4) 288x384": (
+        "fpn", {"encoder": "efficientnet_lite0", "encoder_depth": 4, "pyramid_channels": 96,
+                "segmentation_channels": 64}, (288, 384)),
+    "lite_student 360x480": ("lite_student", {}, (360, 480)),
+}
+
+
+def setting_rate(name: str, kwargs: dict, size: tuple[int, int], precision: str, channels_last: bool,
+                 compile_: bool, steps: int, warmup: int, batch: int) -> float:
+    """Images per second of AdamW training steps (forward, CE loss, backward, step) on random data."""
+    import torch
+
+    from distilseg.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, 11, **kwargs).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    step_model = torch.compile(model) if compile_ else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, *size).contiguous(memory_format=fmt)
+    y = torch.randint(0, 11, (batch, *size))
+    start = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = torch.nn.functional.cross_entropy(step_model(x).float(), y)
+        loss.backward()
+        opt.step()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def settings_main(args: argparse.Namespace) -> None:
+    rows = []
+    for recipe, (name, kwargs, size) in RECIPES.items():
+        for precision in ("32", "bf16-mixed"):
+            for cl in (False, True):
+                for comp in ((False, True) if args.compile else (False,)):
+                    try:
+                        rate = setting_rate(name, kwargs, size, precision, cl, comp, args.steps, args.warmup, args.batch)
+                        row = {"recipe": recipe, "precision": precision, "channels_last": cl, "compile": comp,
+                               "images_per_s": round(rate, 3)}
+                    except Exception as exc:  # compile needs a C++ toolchain; report, keep going
+                        row = {"recipe": recipe, "precision": precision, "channels_last": cl, "compile": comp,
+                               "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    if args.json:
+        import torch
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"batch": args.batch, "timed_steps": args.steps, "warmup": args.warmup,
+                                         "threads": torch.get_num_threads(), "rows": rows}, indent=1) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=40, help="timed steps (after warm-up)")
@@ -75,7 +140,17 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--settings", action="store_true", help="fp32 / bf16-mixed / channels_last / compile on the CamVid recipes")
+    p.add_argument("--compile", action="store_true", help="with --settings: also torch.compile (minutes per model)")
+    p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    if args.settings:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        settings_main(args)
+        return
     args.images = args.batch * (args.steps + args.warmup)  # one epoch holds every step
     import torch
 

@@ -44,10 +44,11 @@ def test_metrics_by_hand() -> None:
     # class 0: tp=1 fp=1 fn=2 tn=3; class 1: tp=2 fp=2 fn=1 tn=2; class 2: tp=0 fp=0 fn=1 tn=6;
     # class 3: tp=0 fp=1 fn=0 tn=6; class 4: nothing. 7 valid pixels.
     expected = [
-        ("road", 1 / 4, 2 / 5, 1 / 2, 1 / 3, 4 / 7, 3),
-        ("car", 2 / 5, 4 / 7, 1 / 2, 2 / 3, 4 / 7, 3),
-        ("sign", 0.0, 0.0, 0.0, 0.0, 6 / 7, 1),
-        ("tree", 0.0, 0.0, 0.0, None, 6 / 7, 0),
+        # accuracy = MMSegmentation's per-class Acc = TP / (TP + FN) (= recall), not (TP + TN) / N
+        ("road", 1 / 4, 2 / 5, 1 / 2, 1 / 3, 1 / 3, 3),
+        ("car", 2 / 5, 4 / 7, 1 / 2, 2 / 3, 2 / 3, 3),
+        ("sign", 0.0, 0.0, 0.0, 0.0, 0.0, 1),
+        ("tree", 0.0, 0.0, 0.0, None, None, 0),
         ("sky", None, None, None, None, None, 0),
     ]
     for row, (name, iou, dice, prec, rec, acc, sup) in zip(m["per_class"], expected):
@@ -172,7 +173,7 @@ def test_write_json_table_and_markdown(tmp_path) -> None:
     assert sky_line.split()[1:] == ["-", "-", "-", "-", "-", "0"]
 
     md = to_markdown(doc)
-    assert "| road | 25.00 | 40.00 | 50.00 | 33.33 | 57.14 | 3 |" in md
+    assert "| road | 25.00 | 40.00 | 50.00 | 33.33 | 33.33 | 3 |" in md
     assert "| sky | - | - | - | - | - | 0 |" in md
     assert "- dataset: camvid" in md
 

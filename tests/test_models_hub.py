@@ -390,6 +390,9 @@ def test_torchvision_weights_name_loads_through_torch_hub(monkeypatch: pytest.Mo
         return published
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    from distilseg.models import pretrained as pre
+
+    monkeypatch.setattr(pre, "_REACHABLE", {"download.pytorch.org": True})  # the fake download needs no network
     model = create_model("fcn_resnet50", 4, pretrained="FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1")
     assert calls == [
         (

@@ -45,11 +45,10 @@ def _reference(model: torch.nn.Module, image: np.ndarray, size, flip: bool = Fal
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     with torch.no_grad():
-        logits = model(x)
-        if flip:
-            prob = (logits.softmax(1) + model(x.flip(-1)).flip(-1).softmax(1)) / 2
-            logits = prob.log()
-    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        logits = F.interpolate(model(x), size=(h, w), mode="bilinear", align_corners=False)
+        if flip:  # softmax probabilities averaged at the image's native size
+            mirrored = F.interpolate(model(x.flip(-1)).flip(-1), size=(h, w), mode="bilinear", align_corners=False)
+            logits = ((logits.softmax(1) + mirrored.softmax(1)) / 2).log()
     return logits.argmax(1)[0].numpy().astype(np.uint8)
 
 

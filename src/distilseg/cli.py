@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import shlex
 import sys
 import traceback
 from typing import Sequence
 
 from . import __version__
-from .errors import DistilsegError
+from .errors import DistilsegError, RunInterrupted
+
+# Lightning's info chatter ("GPU available: ...", tips) goes to stderr, where our one-line errors go: keep
+# it to warnings unless --debug. (Lightning sets only its top logger's level, so these stay as set here.)
+_QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                  "lightning.pytorch.accelerators.cuda", "lightning.pytorch.trainer.connectors.signal_connector")
 
 COMMAND_MODULES = (
     "distilseg.data.commands",  # datasets, data inspect
@@ -51,17 +58,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not args.debug:
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         code = args.func(args)
     except DistilsegError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"distilseg {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc).replace("\n", " ")
+        if isinstance(exc, RunInterrupted):
+            message += "; " + resume_hint(args.command, argv, exc.resumable)
+        print(f"distilseg {args.command}: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("distilseg: interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+def resume_hint(command: str, argv: list[str], resumable: bool = True) -> str:
+    """The exact command that continues an interrupted run (train/distill: the same one with --resume)."""
+    again = list(argv)
+    if resumable and command in ("train", "distill") and "--resume" not in again:
+        again.append("--resume")
+    how = "to continue it, run" if resumable else "to start it again, run"
+    return f"{how}: {shlex.join(['distilseg', *again])}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,3 +34,19 @@ class TrainingError(DistilsegError):
     """Training cannot go on (non-finite loss, out of memory)."""
 
     exit_code = 1
+
+
+class OutputError(DistilsegError):
+    """An output file cannot be written (read-only folder, disk full, a file where a folder should be)."""
+
+    exit_code = 1
+
+
+class RunInterrupted(DistilsegError):
+    """A run stopped by SIGTERM / SIGINT: exit 128 + signal number; the CLI adds how to continue it."""
+
+    def __init__(self, message: str, signum: int, resumable: bool = True) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        self.resumable = resumable

@@ -5,33 +5,145 @@ same folder, fsync, then ``os.replace``), and nothing read from disk may execute
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputError, UsageError
+
+# OSErrors that mean "this output cannot be written here" (not a bug): one line, no traceback
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                  errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+
+
+def output_error(path: str | os.PathLike, exc: OSError) -> OutputError:
+    """A one-line ``OutputError`` for an ``OSError`` met while writing ``path``."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = "free some space or choose another --out" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) \
+        else "choose another --out"
+    return OutputError(f"{path}: cannot write ({reason}); {hint}")
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
     """Call ``writer(tmp_path)`` and move the result onto ``path`` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        if exc.errno in _OUTPUT_ERRNOS or isinstance(exc, (FileExistsError, NotADirectoryError)):
+            raise output_error(path, exc) from exc
+        raise
     try:
         writer(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+            raise output_error(path, exc) from exc
+        if isinstance(exc, RuntimeError) and _is_write_failure(exc):  # torch.save's C++ writer
+            raise output_error(path, OSError(errno.EIO, str(exc).splitlines()[0])) from exc
         raise
     return path
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "file write failed" in text or "failed writing" in text or "no space left" in text
+
+
+def ensure_output_dir(path: str | os.PathLike, flag: str = "--out", create: bool = True) -> Path:
+    """Check, before any work, that ``path`` can be an output folder: not a file, and writable.
+
+    With ``create`` the folder is made (with its parents); otherwise the nearest existing ancestor must be a
+    writable folder. Writability is probed by creating and removing a temporary file (``os.access`` says
+    yes to root on a read-only mount). Raises ``UsageError`` naming the path.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: is a file, not a folder; choose a folder for the outputs")
+    probe_dir = path
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{flag} {path}: cannot create the output folder ({exc.strerror or exc})") from exc
+    else:
+        while not probe_dir.exists():
+            probe_dir = probe_dir.parent
+        if not probe_dir.is_dir():
+            raise UsageError(f"{flag} {path}: {probe_dir} is a file, not a folder")
+    _probe_writable(probe_dir, flag, path)
+    return path
+
+
+def ensure_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check that the file ``path`` can be written: not an existing folder, its folder writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file name (e.g. {path / 'model.onnx'})")
+    ensure_output_dir(path.parent if str(path.parent) else Path("."), flag=flag, create=False)
+    return path
+
+
+def _probe_writable(folder: Path, flag: str, path: Path) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".distilseg-probe-", dir=folder)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc})") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike, flag: str = "--out") -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``FOLDER/.lock`` for the duration of a run.
+
+    A second run on the same folder is refused at once (``UsageError``). The kernel drops the lock when the
+    holder exits, however it dies, so a stale ``.lock`` file of a dead process never blocks anything.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    lock_path = folder / ".lock"
+    try:
+        fh = open(lock_path, "a+")
+    except OSError as exc:
+        raise UsageError(f"{flag} {folder}: cannot create {lock_path} ({exc.strerror or exc})") from exc
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = _read_pid(fh)
+            raise UsageError(
+                f"{flag} {folder}: another run is using this folder{f' (process {holder})' if holder else ''}; "
+                f"wait for it to finish or choose another {flag}"
+            ) from exc
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield lock_path
+    finally:
+        fh.close()  # releases the lock
+
+
+def _read_pid(fh: Any) -> str:
+    try:
+        fh.seek(0)
+        return fh.read().strip()
+    except OSError:
+        return ""
 
 
 def _current_umask() -> int:

@@ -12,10 +12,12 @@ its ``iou``, ``dice``, ``precision``, ``recall`` and ``accuracy`` are ``None`` (
 ``support`` is ``0``, and it is left out of every mean (``mIoU``, ``mDice``, ``mPrecision``, ``mRecall``,
 ``mean_class_accuracy``). Counting it as 0 would punish a model for a class the data never shows; counting
 it as 1 would reward it for nothing. A class that is *predicted* but absent from the ground truth is a
-real mistake: its IoU, Dice and precision are 0 and they count in the means; its recall (class accuracy)
-is undefined (no ground-truth pixels to recover) so it is ``None`` and left out of ``mRecall`` /
-``mean_class_accuracy``. A class present in the ground truth but never predicted has precision 0.
-Pixels whose label is ``ignore_index`` (255) are not counted anywhere.
+real mistake: its IoU, Dice and precision are 0 and they count in the means; its recall is undefined
+(no ground-truth pixels to recover) so it is ``None`` and left out of ``mRecall`` / ``mean_class_accuracy``.
+Per-class ``accuracy`` is MMSegmentation's per-class ``Acc``: TP / (TP + FN), i.e. the class's recall, and
+``mean_class_accuracy`` is the mean of the per-class accuracies (MMSegmentation's ``mAcc``).
+A class present in the ground truth but never predicted has precision 0. Pixels whose label is
+``ignore_index`` (255) are not counted anywhere.
 """
 from __future__ import annotations
 
@@ -166,7 +168,6 @@ def metrics_from_confusion(cm: Any, class_names: Sequence[str] | None = None) ->
     total = float(cm.sum())
     fp = pred - tp
     fn = gt - tp
-    tn = total - tp - fp - fn
 
     per_class: list[dict[str, Any]] = []
     for c in range(k):
@@ -177,7 +178,9 @@ def metrics_from_confusion(cm: Any, class_names: Sequence[str] | None = None) ->
             row["dice"] = _ratio(2 * tp[c], 2 * tp[c] + fp[c] + fn[c])
             row["precision"] = _ratio(tp[c], pred[c]) if pred[c] > 0 else 0.0
             row["recall"] = _ratio(tp[c], gt[c])
-            row["accuracy"] = _ratio(tp[c] + tn[c], total)
+            # MMSegmentation's per-class "Acc": TP / (TP + FN), i.e. recall. (TP+TN)/N would be near 1
+            # for every rare class and say nothing about it.
+            row["accuracy"] = row["recall"]
         else:
             row.update({key: None for key in _PER_CLASS_KEYS})
         row["support"] = int(gt[c])
@@ -187,13 +190,14 @@ def metrics_from_confusion(cm: Any, class_names: Sequence[str] | None = None) ->
     if total > 0:
         fw = float(sum(gt[c] / total * per_class[c]["iou"] for c in range(k) if gt[c] > 0))
     recall_mean = _mean([r["recall"] for r in per_class])
+    class_acc_mean = _mean([r["accuracy"] for r in per_class])
     return {
         "mIoU": _mean([r["iou"] for r in per_class]),
         "mDice": _mean([r["dice"] for r in per_class]),
         "mPrecision": _mean([r["precision"] for r in per_class]),
         "mRecall": recall_mean,
         "pixel_accuracy": _ratio(float(tp.sum()), total),
-        "mean_class_accuracy": recall_mean,
+        "mean_class_accuracy": class_acc_mean,
         "fwIoU": fw,
         "per_class": per_class,
     }

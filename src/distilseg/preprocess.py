@@ -59,3 +59,42 @@ def resize_scores(scores: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(scores.shape[-2:]) == tuple(size):
         return scores
     return F.interpolate(scores, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def policy_size(
+    hw: Sequence[int], resize: str, input_size: Sequence[int] | None, short_side: int | None, scale: float = 1.0
+) -> tuple[int, int]:
+    """The network-side size of an ``hw`` image under a resize policy (before any stride padding).
+
+    ``fixed``: ``input_size`` (the image's own size when it is ``None``); ``keep-ratio``: the short side
+    becomes ``short_side``, the aspect ratio is kept; ``none``: the image's own size. ``scale`` multiplies
+    the result (multi-scale test-time augmentation).
+    """
+    h, w = int(hw[0]), int(hw[1])
+    if resize == "keep-ratio":
+        if short_side is None:
+            raise ValueError("keep-ratio needs short_side")
+        f = float(short_side) / min(h, w)
+        th, tw = h * f, w * f
+    elif resize == "fixed" and input_size is not None:
+        th, tw = float(input_size[0]), float(input_size[1])
+    else:
+        th, tw = float(h), float(w)
+    return max(1, int(round(th * scale))), max(1, int(round(tw * scale)))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad ``N x C x H x W`` bottom/right with zeros (= the normalized mean, as ``SegmentationModel``
+    pads) so that H and W are multiples of ``multiple``; the caller crops the logits back."""
+    m = max(int(multiple), 1)
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    return pad_to_size(x, (h + (-h) % m, w + (-w) % m))
+
+
+def pad_to_size(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Pad ``N x C x H x W`` bottom/right with zeros to at least ``size`` (never crops)."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    ph, pw = max(0, int(size[0]) - h), max(0, int(size[1]) - w)
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    return x

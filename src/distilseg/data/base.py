@@ -1,6 +1,7 @@
 """Dataset base class, sample records and batching shared by every adapter."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -27,30 +28,109 @@ class Sample:
     name: str
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Image file -> HxWx3 uint8 RGB; a missing or unreadable file is a DataError naming it."""
+EXIF_ORIENTATION = 0x0112
+GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """EXIF orientation tag (1-8; 1 = as stored) from what opening the file parsed, without decoding pixels.
+
+    The header check and the decoders use this same value, so they always agree on the displayed size
+    (a PNG ``eXIf`` chunk placed after the pixel data, which few viewers honour, is not looked for).
+    """
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except Exception:  # a malformed EXIF block: viewers ignore it, so do we
+        return 1
+
+
+_TRANSPOSE = {  # EXIF orientation -> the operation that shows the picture upright (as ImageOps.exif_transpose)
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """``im`` as image viewers show it: its EXIF orientation applied (a malformed EXIF block is ignored)."""
+    method = _TRANSPOSE.get(exif_orientation(im))
+    return im.transpose(method) if method is not None else im
+
+
+def header_info(path: Path) -> tuple[tuple[int, int], str, int]:
+    """``((W, H) as displayed, mode, EXIF orientation)`` from the header only (no pixel decode).
+
+    Orientations 5-8 turn the picture by 90 degrees, so width and height swap.
+    """
+    with Image.open(path) as im:
+        w, h = im.size
+        orientation = exif_orientation(im)
+        return ((h, w) if orientation >= 5 else (w, h)), im.mode, orientation
+
+
+def image_mode_problem(mode: str) -> str | None:
+    """Why an image of this PIL mode cannot be read as RGB, or None (see :func:`image_to_rgb`)."""
+    if mode == "F" or mode.startswith("F;"):
+        return f"floating-point image (mode {mode}) has no defined 0-255 range; save it as 8-bit RGB"
+    return None
+
+
+def image_to_rgb(im: Image.Image, where: str | Path = "<image>") -> np.ndarray:
+    """The one conversion of a PIL image to HxWx3 uint8 RGB used by training, validation and predict.
+
+    The EXIF orientation is applied (as image viewers do; :func:`upright`). 16-bit grayscale (modes I;16*,
+    and I as Pillow reads 16-bit PNG/TIFF) is scaled to 8 bits by its bit depth (value >> 8):
+    ``convert("RGB")`` would clip every value above 255 to white. Float images, and 32-bit values beyond 16 bits, are refused.
+    """
+    problem = image_mode_problem(im.mode)
+    if problem:
+        raise DataError(f"{where}: {problem}")
+    im = upright(im)
+    if im.mode in GRAY16_MODES:
+        arr = np.asarray(im)
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 65535):
+            raise DataError(
+                f"{where}: 32-bit image (mode {im.mode}) with values {int(arr.min())}..{int(arr.max())} "
+                "outside the 16-bit range; save it as 8-bit RGB"
+            )
+        gray = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.array(im.convert("RGB"), dtype=np.uint8)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Image file -> HxWx3 uint8 RGB (see :func:`image_to_rgb`); a missing or unreadable file is a
+    DataError naming it."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return image_to_rgb(im, path)
+    except DataError:
+        raise
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read image ({exc}); the file may be truncated or not an image") from exc
 
 
 def read_raw_mask(path: Path, color: bool = False) -> np.ndarray:
-    """Label file -> HxW uint8 (index masks, palette PNGs give their indices) or HxWx3 when ``color``."""
+    """Label file -> HxW uint8 (index masks, palette PNGs give their indices) or HxWx3 when ``color``
+    (palette PNGs then give their colors). The EXIF orientation is applied, as for images."""
     if not path.is_file():
         raise DataError(f"{path}: mask file not found")
     try:
         with Image.open(path) as im:
-            if color:
-                return np.asarray(im.convert("RGB"))
-            if im.mode in ("RGB", "RGBA"):
+            if not color and im.mode in ("RGB", "RGBA"):
                 raise DataError(
                     f"{path}: mask is a color image ({im.mode}) but this dataset expects single-channel "
                     "class indices (for color masks give a palette file)"
                 )
+            im = upright(im)
+            if color:
+                return np.asarray(im.convert("RGB"))
             arr = np.asarray(im)
     except DataError:
         raise
@@ -63,6 +143,40 @@ def read_raw_mask(path: Path, color: bool = False) -> np.ndarray:
     if arr.ndim == 3:  # e.g. LA
         arr = arr[..., 0]
     return arr
+
+
+def size_mismatch(image: Path | None, mask: Path | None, isize: tuple[int, int], msize: tuple[int, int]) -> str:
+    """Problem text for a mask whose (W, H) differs from its image's; names an EXIF rotation if any."""
+    text = f"mask is {msize[0]}x{msize[1]} (WxH) but its image {image} is {isize[0]}x{isize[1]}"
+    orientation = 1
+    for p in (image, mask):
+        if p is not None and orientation == 1:
+            try:
+                orientation = header_info(p)[2]
+            except (OSError, SyntaxError, ValueError):
+                pass
+    if orientation != 1:
+        text += (
+            f" after applying the EXIF orientation tag ({orientation}) as viewers do; the mask may have "
+            "been drawn on the unrotated pixels: rotate the mask to match, or remove the tag"
+        )
+    return text
+
+
+class LoaderDataError(DataError):
+    """A DataError raised while loading a sample, which stays one line through a DataLoader worker.
+
+    ``DataLoader`` re-raises a worker's exception as ``type(exc)(text)`` where the text is a whole
+    traceback ("Caught X in DataLoader worker process 0. Original Traceback ... X: message"); this class
+    keeps only the original message, so the CLI still prints one line naming the file.
+    """
+
+    MARK = "LoaderDataError: "
+
+    def __init__(self, message: str = "") -> None:
+        if message.startswith("Caught ") and "Original Traceback" in message and self.MARK in message:
+            message = message[message.rindex(self.MARK) + len(self.MARK):].strip()
+        super().__init__(message)
 
 
 def default_transform(image: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
@@ -128,11 +242,69 @@ class SegDataset(torch.utils.data.Dataset):
     def decode_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def mask_mode_problem(self, mode: str) -> str | None:
+        """Why a mask file of this PIL mode cannot be decoded by this dataset (header-only check)."""
+        if not self.color_masks and mode in ("RGB", "RGBA"):
+            return f"mask is a color image ({mode}) but this dataset expects single-channel class indices"
+        return None
+
+    def known_problem(self, i: int) -> tuple[str, str] | None:
+        """``(file, problem)`` already known for sample ``i`` without reading it (adapters may override)."""
+        return None
+
+    # --skip-bad while loading: None = raise; "replace" = the next good sample instead (training);
+    # "ignore" = the next good sample with an all-ignore mask, which scores nothing (validation).
+    on_bad: str | None = None
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         if i < 0:
             i += len(self)
+        bad = getattr(self, "bad_found", None)
+        if self.on_bad is not None and bad and i in bad:
+            return self._substitute(i)
+        try:
+            return self._get(i)
+        except DataError as exc:
+            if self.on_bad is None:
+                # one line naming the file, also when this runs in a DataLoader worker process
+                raise LoaderDataError(str(exc)) from exc
+            self._record_bad(i, str(exc))
+            return self._substitute(i)
+
+    def _record_bad(self, i: int, problem: str) -> None:
+        """Remember (in this process' copy of the dataset) and list a sample that failed to load."""
+        if getattr(self, "bad_found", None) is None:
+            self.bad_found: dict[int, str] = {}
+        self.bad_found[i] = problem
+        name = self.samples[i].name
+        print(f"distilseg: skipped bad sample {name} of split {self.split!r}: {problem} (--skip-bad)",
+              file=sys.stderr, flush=True)
+
+    def _substitute(self, i: int) -> dict[str, Any]:
+        n = len(self)
+        for k in range(1, n):
+            j = (i + k) % n
+            if j in self.bad_found:
+                continue
+            try:
+                out = self._get(j)
+            except DataError as exc:
+                self._record_bad(j, str(exc))
+                continue
+            if self.on_bad == "ignore":
+                out["mask"] = torch.full_like(out["mask"], self.ignore_index)
+            return out
+        raise DataError(f"{self.root or self.name}: every sample of split {self.split!r} is bad (--skip-bad)")
+
+    def _get(self, i: int) -> dict[str, Any]:
         image = self.load_image(i)
         mask = self.load_mask(i)
+        if image.shape[:2] != mask.shape[:2]:
+            s = self.samples[i]
+            raise DataError(
+                f"{s.mask or s.name}: "
+                + size_mismatch(s.image, s.mask, (image.shape[1], image.shape[0]), (mask.shape[1], mask.shape[0]))
+            )
         if self.transform is None:
             out = default_transform(image, mask)
         else:

@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import DataError, UsageError
 from .base import Sample, SegDataset
 from .registry import register_dataset
-from .tables import apply_lut, cityscapes_table
+from .tables import apply_lut, cityscapes_misc20_table, cityscapes_table
 
 IMG_SUFFIX = "_leftImg8bit"
 
@@ -41,14 +41,26 @@ class Cityscapes(SegDataset):
         return names, palette
 
     def __init__(self, root, split="train", transform=None, label_type: str = "auto") -> None:
+        """``label_type``: ``auto`` / ``labelIds`` / ``labelTrainIds`` (which label files; 19 classes), or
+        ``misc20``: 20 classes, the 19 train classes plus ``misc`` (19) = every labelled class that is
+        ignored in the official evaluation (parking, guard rail, caravan, static, ...); unlabeled, ego
+        vehicle, rectification border, out of roi and license plate stay 255 (see
+        ``tables.cityscapes_misc20_table``). ``misc20`` reads ``*_gtFine_labelIds.png`` (train-id files
+        have already lost the distinction)."""
+        if label_type not in ("auto", "labelIds", "labelTrainIds", "misc20"):
+            raise UsageError(
+                f"cityscapes: label_type must be auto, labelIds, labelTrainIds or misc20, not {label_type!r}"
+            )
         names, palette, self._id_lut, self._train_lut = cityscapes_table()
+        self.label_type = label_type
+        if label_type == "misc20":
+            names, palette, self._id_lut = cityscapes_misc20_table()
         super().__init__(root, split, transform, names, palette)
-        if label_type not in ("auto", "labelIds", "labelTrainIds"):
-            raise UsageError(f"cityscapes: label_type must be auto, labelIds or labelTrainIds, not {label_type!r}")
         suffixes = {
             "auto": ["_gtFine_labelIds", "_gtFine_labelTrainIds"],
             "labelIds": ["_gtFine_labelIds"],
             "labelTrainIds": ["_gtFine_labelTrainIds"],
+            "misc20": ["_gtFine_labelIds"],
         }[label_type]
         for image, masks, stem in official_pairs(Path(root), split, suffixes, "Cityscapes"):
             found = next((m for m in masks if m.is_file()), None)
@@ -57,6 +69,8 @@ class Cityscapes(SegDataset):
             self.samples.append(Sample(image, found, stem))
 
     def decode_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        if self.label_type == "misc20":
+            return apply_lut(raw, self._id_lut, path, "Cityscapes label ids 0-33 or 255")
         if path.name.endswith("_labelTrainIds.png"):
             return apply_lut(raw, self._train_lut, path, "Cityscapes train ids 0-18 or 255")
         return apply_lut(raw, self._id_lut, path, "Cityscapes label ids 0-33 or 255")

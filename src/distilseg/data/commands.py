@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--palette", default=None, help="folder: palette file (CSV id,name,r,g,b or JSON) for color masks")
     q.add_argument("--num-classes", type=int, default=None, help="folder: number of classes of index masks")
     q.add_argument("--num-samples", type=int, default=6, help="rows in samples.png (default 6)")
+    q.add_argument("--no-legend", action="store_true", help="samples.png without the class legend")
     q.add_argument("--workers", type=int, default=4, help="decoding threads (default 4)")
     q.set_defaults(func=run_inspect)
 
@@ -111,21 +112,26 @@ def run_inspect(args: argparse.Namespace) -> int:
     stats = compute_class_stats(ds, workers=args.workers, progress=True, on_mask=on_mask)
     if validation is not None:
         stats["validation"] = validation
+    orphans = getattr(ds, "orphan_masks", None)
+    if orphans:  # masks without an image: not part of the split, listed so that none goes unnoticed
+        stats["orphan_masks"] = [str(p) for p in orphans]
     atomic_write_json(out / "stats.json", stats)
 
     wrote = [str(out / "stats.json")]
     if args.num_samples and len(ds):
-        wrote.append(str(_samples_png(ds, out / "samples.png", args.num_samples)))
+        wrote.append(str(_samples_png(ds, out / "samples.png", args.num_samples, legend=not args.no_legend)))
     if args.dump_masks:
         wrote.append(f"{len(ds)} masks in {out / 'masks'}")
     sizes = ", ".join(f"{k} ({v})" for k, v in stats["image_sizes"].items())
     print(f"{ds.name}/{ds.split}: {stats['num_images']} images, sizes {sizes}, {ds.num_classes} classes: {', '.join(ds.classes)}")
+    if orphans:
+        print(f"{len(orphans)} mask(s) without an image ignored (listed in stats.json orphan_masks)")
     print("wrote " + "; ".join(wrote))
     return 0
 
 
-def _samples_png(ds, path, n: int):
-    """Grid of evenly spaced samples: image | colored mask."""
+def _samples_png(ds, path, n: int, legend: bool = True):
+    """Grid of evenly spaced samples: image | colored mask, with a legend of class colors (black = void)."""
     import numpy as np
 
     from ..viz import colorize, save_grid
@@ -133,4 +139,5 @@ def _samples_png(ds, path, n: int):
     idx = np.unique(np.linspace(0, len(ds) - 1, num=min(n, len(ds))).round().astype(int))
     rows = [[ds.load_image(int(i)), colorize(ds.load_mask(int(i)), ds.palette)] for i in idx]
     names = [ds.samples[int(i)].name for i in idx]
-    return save_grid(rows, path, col_titles=["image", "mask"], row_titles=names)
+    return save_grid(rows, path, col_titles=["image", "mask"], row_titles=names,
+                     legend=(ds.classes, ds.palette) if legend else None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,47 @@ import numpy as np
 from ..errors import DataError, UsageError
 from ..viz.palette import default_palette
 from .base import IMAGE_EXTENSIONS, Sample, SegDataset, read_raw_mask
+
+_MASK_TOP: dict[tuple[str, int, int], int | str] = {}  # (path, mtime_ns, size) -> top value, or a problem
+_NOTED_ORPHANS: set[Path] = set()
+
+
+def _mask_top(path: Path) -> int | str:
+    """Largest value of an index mask other than 255 (-1: none), or why it cannot be read; cached per file
+    version, so the class count inference and the value check read each mask once."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _MASK_TOP:
+        try:
+            raw = read_raw_mask(path)
+        except DataError as exc:
+            msg = str(exc)
+            _MASK_TOP[key] = msg[len(f"{path}: "):] if msg.startswith(f"{path}: ") else msg
+        else:
+            vals = raw[raw != IGNORE]
+            _MASK_TOP[key] = int(vals.max()) if vals.size else -1
+    return _MASK_TOP[key]
+
+
+def _pair(base: Path) -> tuple[list[Sample], list[Path]]:
+    """Samples of one ``images/`` + ``masks/`` folder pair, paired by stem, and the masks without an image."""
+    img_dir, mask_dir = base / "images", base / "masks"
+    masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
+    samples = []
+    for image in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
+        mask = masks.pop(image.stem, None)
+        if mask is None:
+            raise DataError(f"{mask_dir / (image.stem + '.png')}: mask for image {image} not found")
+        samples.append(Sample(image, mask, image.stem))
+    return samples, sorted(masks.values())
+
+
+def _split_folders(root: Path) -> list[Path]:
+    """Every folder holding images/ + masks/ that some split of ``root`` reads."""
+    def ok(d: Path) -> bool:
+        return (d / "images").is_dir() and (d / "masks").is_dir()
+
+    return ([root] if ok(root) else []) + [d for d in sorted(root.iterdir()) if d.is_dir() and ok(d)]
 from .registry import register_dataset
 from .tables import IGNORE, ColorDecoder, apply_lut, make_lut
 
@@ -41,9 +83,25 @@ def read_palette_file(path: str | Path) -> list[tuple[int, str, tuple[int, int, 
                     color = e["color"] if "color" in e else (e["r"], e["g"], e["b"])
                     rows.append((int(e["id"]), str(e["name"]), tuple(int(v) for v in color)))
         else:
-            with open(path, newline="", encoding="utf-8") as fh:
-                for r in csv.DictReader(fh):
-                    rows.append((int(r["id"]), r["name"], (int(r["r"]), int(r["g"]), int(r["b"]))))
+            # utf-8-sig: Excel writes a byte-order mark before the header
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+                missing = [k for k in ("id", "name", "r", "g", "b") if k not in fields]
+                if missing:
+                    raise DataError(
+                        f"{path}: line 1: not a palette file: the header {','.join(fields) or '(empty)'} lacks "
+                        f"{','.join(missing)}; expected CSV with header id,name,r,g,b"
+                    )
+                reader.fieldnames = fields
+                for r in reader:
+                    try:
+                        rows.append((int(r["id"]), r["name"].strip(), (int(r["r"]), int(r["g"]), int(r["b"]))))
+                    except (AttributeError, ValueError, TypeError) as exc:
+                        raise DataError(
+                            f"{path}: line {reader.line_num}: not a palette entry ({exc}); expected "
+                            "id,name,r,g,b with an integer id and 0-255 color values"
+                        ) from exc
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
         raise DataError(
             f"{path}: not a palette file ({exc}); expected CSV with header id,name,r,g,b or JSON "
@@ -85,13 +143,13 @@ class FolderDataset(SegDataset):
                 f"{root}: expected folders images/ and masks/ either in the root or in {root / split}/ "
                 f"(missing {img_dir if not img_dir.is_dir() else mask_dir})"
             )
-        masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
-        samples = []
-        for image in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
-            mask = masks.get(image.stem)
-            if mask is None:
-                raise DataError(f"{mask_dir / (image.stem + '.png')}: mask for image {image} not found")
-            samples.append(Sample(image, mask, image.stem))
+        samples, self.orphan_masks = _pair(base)
+        if self.orphan_masks and mask_dir not in _NOTED_ORPHANS:  # once per folder, not once per split
+            _NOTED_ORPHANS.add(mask_dir)
+            shown = ", ".join(p.name for p in self.orphan_masks[:5])
+            more = f" (+{len(self.orphan_masks) - 5} more)" if len(self.orphan_masks) > 5 else ""
+            print(f"distilseg: note: {mask_dir}: {len(self.orphan_masks)} mask(s) without an image, ignored: "
+                  f"{shown}{more}", file=sys.stderr)
         self._decoder = None
         if palette is not None:
             rows = read_palette_file(palette)
@@ -103,7 +161,8 @@ class FolderDataset(SegDataset):
                 raise UsageError(f"{palette}: palette has {len(names)} classes but num_classes={num_classes}")
         else:
             if num_classes is None:
-                num_classes = self._infer_num_classes(samples)
+                # once over every split: a class present only in val must still get a model output
+                num_classes = self._infer_num_classes([s for d in _split_folders(root) for s in _pair(d)[0]])
             num_classes = int(num_classes)
             if not 1 <= num_classes <= 254:
                 raise UsageError(f"folder: num_classes must be 1-254, not {num_classes}")
@@ -114,14 +173,33 @@ class FolderDataset(SegDataset):
 
     @staticmethod
     def _infer_num_classes(samples: list[Sample]) -> int:
-        """Largest id over all masks + 1 (reads every mask once; give num_classes to skip this)."""
-        top = 0
-        for s in samples:
-            raw = read_raw_mask(s.mask)
-            vals = raw[raw != IGNORE]
-            if vals.size:
-                top = max(top, int(vals.max()) + 1)
-        return max(top, 1)
+        """Largest id over all masks + 1 (reads every mask once, in threads; unreadable masks are left to
+        the data check, which names them)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            tops = [t for t in pool.map(lambda s: _mask_top(s.mask), samples) if isinstance(t, int)]
+        return max([t + 1 for t in tops] + [1])
+
+    def known_problem(self, i: int) -> tuple[str, str] | None:
+        """An index mask holding a value >= num_classes (or unreadable), found without the full check."""
+        mask = self.samples[i].mask
+        if self._decoder is not None or mask is None or not mask.is_file():
+            return None
+        top = _mask_top(mask)
+        if isinstance(top, str):
+            return str(mask), top
+        if top >= self.num_classes:
+            return str(mask), (
+                f"mask holds value {top} but the dataset has {self.num_classes} classes (0-{self.num_classes - 1}, "
+                "255 = ignore); fix the mask or give a larger num_classes"
+            )
+        return None
+
+    def mask_mode_problem(self, mode: str) -> str | None:
+        if self._decoder is None and mode in ("RGB", "RGBA"):
+            return f"mask is a color image ({mode}) but no palette file was given (for color masks give one)"
+        return None
 
     def load_mask(self, i: int) -> np.ndarray:
         sample = self.samples[i]
@@ -136,8 +214,8 @@ class FolderDataset(SegDataset):
         from PIL import Image
 
         try:
-            with Image.open(path) as im:
-                return im.mode in ("RGB", "RGBA")
+            with Image.open(path) as im:  # palette PNGs (P) too: decoded by their colors, not their indices
+                return im.mode in ("RGB", "RGBA", "P", "PA")
         except OSError:
             return False
 

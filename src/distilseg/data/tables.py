@@ -92,6 +92,40 @@ def cityscapes_table() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     return names, palette, make_lut(mapping), train_lut
 
 
+#: Cityscapes label ids that stay ignored (255) in the 20-class ``misc20`` variant: not scene content but
+#: "no annotation" or capture artifacts (unlabeled, ego vehicle, rectification border, out of roi).
+#: License plate (id -1, written as 255 in uint8 files) stays 255 too.
+CITYSCAPES_MISC20_IGNORED_IDS = (0, 1, 2, 3)
+CITYSCAPES_MISC_TRAIN_ID = 19
+CITYSCAPES_MISC_COLOR = (255, 255, 255)  # used by no Cityscapes class
+
+
+@lru_cache(maxsize=None)
+def cityscapes_misc20_table() -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The 20-class variant: (names = the 19 train classes + ``misc``, palette, LUT labelIds -> 0-19 / 255).
+
+    Every labelled Cityscapes class that is ``ignoreInEval`` (static, dynamic, ground, parking, rail track,
+    guard rail, bridge, tunnel, polegroup, caravan, trailer) becomes ``misc`` = 19; the ids in
+    ``CITYSCAPES_MISC20_IGNORED_IDS`` and license plate stay ignored (255).
+    """
+    names, palette, _, _ = cityscapes_table()
+    mapping: dict[int, int] = {}
+    for r in read_table("cityscapes"):
+        label_id, train_id = int(r["id"]), int(r["train_id"])
+        if label_id < 0:
+            continue
+        if 0 <= train_id < IGNORE:
+            mapping[label_id] = train_id
+        elif label_id in CITYSCAPES_MISC20_IGNORED_IDS:
+            mapping[label_id] = IGNORE
+        else:
+            mapping[label_id] = CITYSCAPES_MISC_TRAIN_ID
+    mapping[IGNORE] = IGNORE  # license plate (-1) as written in uint8 label files
+    names20 = list(names) + ["misc"]
+    palette20 = np.concatenate([palette, np.array([CITYSCAPES_MISC_COLOR], dtype=np.uint8)])
+    return names20, palette20, make_lut(mapping)
+
+
 # ------------------------------------------------------------------------------------------------- idd
 @lru_cache(maxsize=None)
 def idd_levels() -> dict[int, tuple[list[str], np.ndarray, np.ndarray]]:

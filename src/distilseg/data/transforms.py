@@ -142,15 +142,41 @@ def build_train_transform(
     return tf
 
 
+class EvalTransform:
+    """Callable ``(image=HxWx3 uint8, mask=HxW) -> {"image": FloatTensor 3xhxw, "mask": LongTensor HxW}``.
+
+    Why not albumentations here: validation during training must see exactly the input that
+    ``distilseg eval`` / ``predict`` / the ONNX check give the network, so that a checkpoint's recorded
+    val mIoU is what ``eval`` reports. This calls the same function (``distilseg.preprocess.image_to_input``:
+    /255, bilinear antialiased ``F.interpolate``, then normalize). The mask is never resized.
+    """
+
+    def __init__(self, img_size: tuple[int, int] | None, mean: Sequence[float], std: Sequence[float]) -> None:
+        from ..preprocess import normalization_tensors
+
+        self.img_size = img_size
+        self.mean, self.std = normalization_tensors(mean, std)
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, **_: Any) -> dict[str, Any]:
+        from ..preprocess import image_to_input
+
+        x = image_to_input(np.asarray(image), self.img_size, self.mean, self.std)[0].contiguous()
+        if mask is None:
+            return {"image": x}
+        m = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(mask))
+        return {"image": x, "mask": m.long()}
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(img_size={self.img_size})"
+
+
 def build_eval_transform(
     img_size: Sequence[int] | int | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-) -> SegTransform:
-    """Resize ONLY the image (when ``img_size`` is given), normalize, to tensor; the mask stays native."""
-    ops: list[Any] = []
-    if img_size is not None:
-        h, w = _size(img_size, "build_eval_transform")
-        ops.append(A.Resize(height=h, width=w, interpolation=cv2.INTER_LINEAR))
-    ops += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
-    return SegTransform(A.Compose(ops), mask_compose=False)
+) -> EvalTransform:
+    """Resize ONLY the image (when ``img_size`` is given), normalize, to tensor; the mask stays native.
+
+    Same preprocessing as ``distilseg eval`` / ``predict`` (``preprocess.image_to_input``)."""
+    size = _size(img_size, "build_eval_transform") if img_size is not None else None
+    return EvalTransform(size, mean, std)

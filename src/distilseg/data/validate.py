@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import DataError
-from .base import SegDataset
+from .base import SegDataset, header_info, image_mode_problem, size_mismatch
 
 QUICK_FULL_SAMPLES = 3
 PNG_END = b"IEND\xaeB`\x82"
@@ -68,9 +68,6 @@ def check_file_end(path: Path) -> str | None:
     return None
 
 
-def _header_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as im:
-        return im.size  # (W, H), read from the header only
 
 
 def _verify(path: Path) -> None:
@@ -79,7 +76,8 @@ def _verify(path: Path) -> None:
 
 
 def _check_files(ds: SegDataset, i: int) -> tuple[str, str] | None:
-    """Quick per-sample check: existence, tail bytes, header sizes. Returns (file, problem) or None."""
+    """Quick per-sample check: existence, tail bytes, header sizes (as displayed: EXIF orientation applied)
+    and modes, and what the adapter already knows (e.g. mask values). Returns (file, problem) or None."""
     s = ds.samples[i]
     if s.image is None:  # generated samples (synthetic): nothing on disk to check
         return None
@@ -92,16 +90,22 @@ def _check_files(ds: SegDataset, i: int) -> tuple[str, str] | None:
         if problem:
             return str(p), problem
     try:
-        isize = _header_size(s.image)
+        isize, imode, _ = header_info(s.image)
     except (OSError, SyntaxError, ValueError) as exc:
         return str(s.image), f"not a readable image ({exc})"
     try:
-        msize = _header_size(s.mask)
+        msize, mmode, _ = header_info(s.mask)
     except (OSError, SyntaxError, ValueError) as exc:
         return str(s.mask), f"not a readable image ({exc})"
+    problem = image_mode_problem(imode)
+    if problem:
+        return str(s.image), problem
+    problem = ds.mask_mode_problem(mmode)
+    if problem:
+        return str(s.mask), problem
     if isize != msize:
-        return str(s.mask), f"mask is {msize[0]}x{msize[1]} (WxH) but its image {s.image} is {isize[0]}x{isize[1]}"
-    return None
+        return str(s.mask), size_mismatch(s.image, s.mask, isize, msize)
+    return ds.known_problem(i)
 
 
 def _check_full(ds: SegDataset, i: int) -> tuple[str, str] | None:
@@ -125,7 +129,8 @@ def _check_full(ds: SegDataset, i: int) -> tuple[str, str] | None:
     except DataError as exc:
         return str(s.mask), _strip(str(exc), s.mask)
     if image.shape[:2] != mask.shape:
-        return str(s.mask or s.name), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]} (WxH)"
+        isize, msize = (image.shape[1], image.shape[0]), (mask.shape[1], mask.shape[0])
+        return str(s.mask or s.name), size_mismatch(s.image, s.mask, isize, msize)
     return None
 
 

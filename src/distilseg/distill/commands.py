@@ -104,14 +104,27 @@ def student_feature_channels(cfg: dict[str, Any], num_classes: int) -> list[int]
     return list(getattr(model, "feature_channels", []) or [])
 
 
+def dataset_num_classes(dataset: str, root: Any = None, dataset_args: dict[str, Any] | None = None) -> int:
+    """The class count of ``dataset`` as configured (its options, e.g. ``idd level=1``, ``oxford-pet
+    binary=true``, a ``folder`` palette or inferred count), from the training split that training builds.
+
+    Why not ``get_dataset_info(name)["num_classes"]``: that is the default configuration's count, and it is
+    ``None`` for datasets whose count depends on the data (``folder``)."""
+    from ..data import create_dataset
+
+    ds = create_dataset(dataset, root=root, split="train", **dict(dataset_args or {}))
+    return int(ds.num_classes)
+
+
 def build_distiller(cfg: dict[str, Any], teacher_ref: str, kd: str, hard_weight: float | None):
     """Check the teacher against the dataset and build the ``Distiller`` for ``run_training``."""
-    from ..data import get_dataset_info
     from .distiller import Distiller
 
     dataset = _cfg_get(cfg, "dataset")
-    info = get_dataset_info(dataset)
-    num_classes = int(_cfg_get(cfg, "num_classes", default=None) or info["num_classes"])
+    num_classes = _cfg_get(cfg, "num_classes", default=None)
+    if num_classes is None:
+        num_classes = dataset_num_classes(dataset, _cfg_get(cfg, "root"), _cfg_get(cfg, "dataset_args", default={}))
+    num_classes = int(num_classes)
     teacher, tconf = load_teacher(teacher_ref)
     if int(tconf["num_classes"]) != num_classes:
         raise UsageError(
@@ -141,6 +154,9 @@ def run_distill(args: argparse.Namespace) -> int:
     from ..engine.train import resolve_config, run_training
 
     cfg = resolve_config(args, extra=DISTILL_DEFAULTS)
+    from ..io import ensure_output_dir
+
+    ensure_output_dir(cfg["out"], create=False)  # before any work
     if not cfg["teacher"]:
         raise UsageError("--teacher is required (on the command line or as `teacher:` in --config)")
     teacher_ref, kd = str(cfg["teacher"]), str(cfg["kd"])

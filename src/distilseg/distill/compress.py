@@ -158,6 +158,12 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     s["preset"] = args.preset
     s["dataset"] = args.dataset
     s["root"] = args.root
+    # A preset's model args were written for the preset's model: another --teacher-model / --student-model
+    # starts from its own defaults (plus --teacher-args / --student-args).
+    for role in ("teacher", "student"):
+        name = getattr(args, f"{role}_model", None)
+        if name is not None and name != s[f"{role}_model"]:
+            s[f"{role}_args"] = {}
     overrides = {
         "dataset_args": _kv_list(args.dataset_args, "--dataset-args"),
         "teacher_model": args.teacher_model,
@@ -196,6 +202,24 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return s
 
 
+def check_models(settings: dict[str, Any], num_classes: int) -> None:
+    """Build the teacher (unless ``--teacher`` is given) and the student with their args, on the CPU, without
+    pretrained weights; a model that rejects its args is a ``UsageError`` naming the flag."""
+    from ..models import create_model
+
+    roles = ["student"] if settings.get("teacher") else ["teacher", "student"]
+    for role in roles:
+        name = settings[f"{role}_model"]
+        args = {k: v for k, v in dict(settings.get(f"{role}_args") or {}).items() if k != "pretrained"}
+        try:
+            create_model(name, int(num_classes), **args)
+        except (TypeError, ValueError, UsageError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UsageError(
+                f"--{role}-model {name} with {role} args {args}: {msg}; fix --{role}-args"
+            ) from exc
+
+
 class Compressor:
     """Runs the stages; each is skipped when ``stages.json`` records it and its output still exists."""
 
@@ -212,6 +236,7 @@ class Compressor:
                 self.state = {}
         self.ran: list[str] = []
         self.skipped: list[str] = []
+        self.num_classes: int | None = None
         self._check_settings()
 
     # Settings that change what a stage produces; a re-run with other values must not reuse old outputs.
@@ -288,12 +313,11 @@ class Compressor:
 
     def stage_teacher(self) -> None:
         if self.s.get("teacher"):
-            from ..data import get_dataset_info
             from ..engine.artifact import read_config
 
             path = self.teacher_dir()
             n = int(read_config(path)["num_classes"])
-            k = int(get_dataset_info(self.s["dataset"])["num_classes"])
+            k = self.num_classes if self.num_classes is not None else self.preflight()
             if n != k:
                 raise UsageError(f"--teacher {self.s['teacher']}: teacher has {n} classes, dataset "
                                  f"{self.s['dataset']!r} has {k}")
@@ -469,7 +493,18 @@ class Compressor:
                       self.out / "pareto.png")
         return summary
 
+    def preflight(self) -> int:
+        """Before any stage: the dataset's class count as configured (options included) and every model this
+        run will build, built once with that count, so a bad combination fails now, not after hours of
+        teacher training."""
+        from .commands import dataset_num_classes
+
+        self.num_classes = dataset_num_classes(self.s["dataset"], self.s["root"], self.s["dataset_args"])
+        check_models(self.s, self.num_classes)
+        return self.num_classes
+
     def run(self) -> dict[str, Any]:
+        self.preflight()
         self.stage_teacher()
         self.stage_student()
         self.stage_kd_student()
@@ -480,6 +515,9 @@ class Compressor:
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    from ..io import ensure_output_dir
+
+    ensure_output_dir(args.out, create=False)  # before any work
     settings = settings_from_args(args)
     from ..data import get_dataset_info
 

@@ -56,10 +56,58 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of settings, got {type(config).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise CheckpointError(f"{path}: missing keys {missing}")
+    check_config(config, path)
     return config
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_config(config: dict[str, Any], path: str | Path) -> None:
+    """Types and ranges of an artifact's ``config.json``: a wrong one is a ``CheckpointError`` naming the
+    file and the key (instead of a traceback deep inside model building or prediction)."""
+
+    def bad(key: str, want: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {key} must be {want}, got {config[key]!r}")
+
+    if not isinstance(config["architecture"], str) or not config["architecture"]:
+        raise bad("architecture", "a model name")
+    if not _is_int(config["num_classes"]) or config["num_classes"] < 1:
+        raise bad("num_classes", "a positive integer")
+    k = config["num_classes"]
+    if config.get("model_args") is not None and not isinstance(config["model_args"], dict):
+        raise bad("model_args", "a JSON object of the model's arguments")
+    names = config.get("class_names")
+    if names is not None and not (isinstance(names, list) and len(names) == k
+                                  and all(isinstance(n, str) for n in names)):
+        raise bad("class_names", f"a list of {k} names")
+    pal = config.get("palette")
+    if pal is not None and not (isinstance(pal, list) and len(pal) >= k and all(
+            isinstance(c, list) and len(c) == 3 and all(_is_int(x) and 0 <= x <= 255 for x in c) for c in pal)):
+        raise bad("palette", f"a list of {k} [R, G, B] colors (0-255)")
+    for key in ("mean", "std"):
+        v = config.get(key)
+        if v is not None and not (isinstance(v, list) and len(v) == 3 and all(_is_num(x) for x in v)
+                                  and (key == "mean" or all(x > 0 for x in v))):
+            raise bad(key, "a list of 3 numbers" + (" above 0" if key == "std" else ""))
+    size = config.get("input_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(_is_int(x) and x > 0 for x in size)):
+        raise bad("input_size", "two positive integers [H, W]")
+    if config.get("ignore_index") is not None and not _is_int(config["ignore_index"]):
+        raise bad("ignore_index", "an integer")
 
 
 def load_artifact(directory: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -80,7 +128,16 @@ def load_artifact(directory: str | Path, map_location: str = "cpu") -> tuple[nn.
         raise CheckpointError(
             f"{weights}: not a valid safetensors file ({exc}); artifacts are never read as pickles"
         ) from exc
-    model = create_model(config["architecture"], int(config["num_classes"]), **config.get("model_args", {}))
+    from ..errors import UsageError
+
+    try:
+        model = create_model(config["architecture"], int(config["num_classes"]), **(config.get("model_args") or {}))
+    except (UsageError, TypeError, ValueError, KeyError) as exc:  # unknown architecture, misspelled argument
+        raise CheckpointError(
+            f"{directory / CONFIG_NAME}: architecture {config['architecture']!r} with model_args "
+            f"{config.get('model_args') or {}} cannot be built "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from exc
     own = model.state_dict()
     state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
     try:

@@ -56,6 +56,8 @@ class RunRecorder(Checkpoint):
         self.best_score: float | None = None
         self.best_epoch: int | None = None
         self._last_saved_step = -1
+        self._epoch_lr: float | None = None  # the learning rate the current epoch started with
+        self._epoch_lr_epoch: int | None = None  # ... and that epoch (0-based), kept in the resume state
 
     @property
     def ckpt_path(self) -> Path:
@@ -71,12 +73,17 @@ class RunRecorder(Checkpoint):
             "history": [dict(r) for r in self.history],
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
+            "epoch_lr": self._epoch_lr,
+            "epoch_lr_epoch": self._epoch_lr_epoch,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(r) for r in state_dict.get("history", [])]
         self.best_score = state_dict.get("best_score")
         self.best_epoch = state_dict.get("best_epoch")
+        # a run resumed within an epoch does not see that epoch start again: keep the lr it started with
+        self._epoch_lr = state_dict.get("epoch_lr")
+        self._epoch_lr_epoch = state_dict.get("epoch_lr_epoch")
 
     # -- hooks -----------------------------------------------------------------------------------------
     def on_train_batch_end(
@@ -89,10 +96,23 @@ class RunRecorder(Checkpoint):
         if (self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0
                 and step != self._last_saved_step and not last_batch):
             self.save_resume_state(trainer)
+        if getattr(trainer, "received_sigterm", False) and trainer.world_size == 1 and not last_batch:
+            # Lightning alone would train on to the end of the epoch before stopping: save the state of this
+            # very step and stop now (the run's caller reports the interruption and how to resume it).
+            # With several processes Lightning's own synchronized stop is used instead.
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            if step != self._last_saved_step:
+                self.save_resume_state(trainer)
+            raise SIGTERMException()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the learning rate this epoch trains with (per-step schedules: its first step's)
+        epoch = int(trainer.current_epoch)
+        if self._epoch_lr_epoch == epoch and self._epoch_lr is not None:
+            return  # restored from the resume state of a run stopped within this epoch
         self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        self._epoch_lr_epoch = epoch
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -105,7 +125,8 @@ class RunRecorder(Checkpoint):
             "train_loss": _finite_or_none(getattr(pl_module, "epoch_train_loss", None)),
             "val_loss": _finite_or_none(getattr(pl_module, "epoch_val_loss", None)) if val else None,
             "val_mIoU": miou,
-            "lr": _finite_or_none(getattr(self, "_epoch_lr", None)),
+            "lr": _finite_or_none(self._epoch_lr if self._epoch_lr is not None else (
+                trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None)),
             "skipped_nonfinite": int(getattr(pl_module, "skipped_nonfinite", 0)),
         }
         self.history = [r for r in self.history if int(r["epoch"]) < epoch] + [row]
@@ -140,11 +161,22 @@ class RunRecorder(Checkpoint):
         final = self.ckpt_path
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{LAST_CKPT}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)
-        if trainer.is_global_zero:
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)
+            if trainer.is_global_zero:
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+        except (OSError, RuntimeError) as exc:  # disk full, folder made read-only: one line, old state kept
+            from ..io import _OUTPUT_ERRNOS, _is_write_failure, output_error
+
+            if tmp.exists():
+                tmp.unlink()
+            if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+                raise output_error(final, exc) from exc
+            if isinstance(exc, RuntimeError) and _is_write_failure(exc):
+                raise output_error(final, OSError(0, str(exc).splitlines()[0])) from exc
+            raise
         trainer.strategy.barrier("distilseg_ckpt")
 
 

@@ -98,7 +98,7 @@ def run_demo(out: str | Path, epochs: int | None = None, progress: bool = True,
     from PIL import Image
 
     from ..data import create_dataset
-    from ..viz import colorize, overlay, save_confusion, save_grid
+    from ..viz import add_legend, colorize, overlay, save_confusion, save_grid
     from .evaluate import evaluate_model
     from .segmenter import load
     from .train import run_training
@@ -119,7 +119,8 @@ def run_demo(out: str | Path, epochs: int | None = None, progress: bool = True,
     save_confusion(cm, names, out / "confusion.png", normalize=True)
     rows = [[img, colorize(gt, palette), colorize(pred, palette)] for img, gt, pred in samples]
     if rows:
-        save_grid(rows, out / "samples.png", col_titles=["image", "ground truth", "prediction"])
+        save_grid(rows, out / "samples.png", col_titles=["image", "ground truth", "prediction"],
+                  legend=(names, palette))
     pred_dir = out / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
@@ -128,6 +129,7 @@ def run_demo(out: str | Path, epochs: int | None = None, progress: bool = True,
     for i, image, pred in zip(idx, images, seg.predict(images)):
         stem = str(getattr(val.samples[i], "name", i)) if getattr(val, "samples", None) else str(i)
         for kind, arr in (("color", colorize(pred, palette)), ("overlay", overlay(image, pred, palette))):
+            arr = add_legend(arr, names, palette, void=False)  # a strip of class names under the picture
             path = pred_dir / f"{stem}_{kind}.png"
             Image.fromarray(arr).save(path)
             written.append(str(path.relative_to(out)))

@@ -55,7 +55,7 @@ def evaluate_model(
     segmenter: Any,
     dataset: Any,
     batch_size: int = 4,
-    tta: str | None = None,
+    tta: Any = None,
     progress: bool = True,
     num_samples_png: int = 4,
 ) -> tuple[dict[str, Any], np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -64,6 +64,7 @@ def evaluate_model(
     Returns ``(metrics, confusion, samples)``: the metrics.json dict (``SegMetrics.compute()`` plus
     ``dataset``, ``split``, ``num_images``), the K x K int64 confusion matrix (rows = ground truth), and
     ``(image, ground truth, prediction)`` uint8 triples for up to ``num_samples_png`` evenly spread samples.
+    Resize policy / sliding window / TTA: the segmenter's ``set_inference`` defaults (``tta`` overrides).
     """
     from tqdm import tqdm
 
@@ -157,6 +158,8 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a model at the labels' native resolution and write metrics.json, per_class.md, "
         "confusion.png and samples.png to --out.",
     )
+    from .inference import add_inference_arguments
+
     add_checkpoint_argument(p)
     p.add_argument("--dataset", required=True, help="dataset name (see `distilseg datasets`)")
     p.add_argument("--root", default=None, help="dataset root folder")
@@ -165,11 +168,12 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--img-size", nargs=2, type=int, default=None, metavar=("H", "W"),
                    help="network input size (default: the artifact's input_size)")
-    p.add_argument("--tta", choices=["flip"], default=None, help="test-time augmentation")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--samples", type=int, default=4, help="rows in samples.png (default: 4)")
+    p.add_argument("--no-legend", action="store_true", help="samples.png without the class legend")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_inference_arguments(p)
     p.set_defaults(func=run_eval)
 
 
@@ -193,12 +197,17 @@ def apply_img_size(segmenter: Any, img_size: list[int] | None) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..data import create_dataset
+    from ..io import ensure_output_dir
     from .segmenter import load
 
+    ensure_output_dir(args.out, create=False)  # before scoring the whole split, not after
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
     segmenter = load(args.checkpoint, device=args.device)
     apply_img_size(segmenter, args.img_size)
+    from .inference import options_from_args
+
+    segmenter.set_inference(**options_from_args(args))
     options = parse_key_values(args.dataset_args)
     dataset = create_dataset(args.dataset, root=args.root, split=args.split, **options)
     if int(dataset.num_classes) != int(segmenter.num_classes):
@@ -207,10 +216,11 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{dataset.num_classes}"
         )
     metrics, cm, samples = evaluate_model(
-        segmenter, dataset, batch_size=args.batch_size, tta=args.tta, progress=not args.no_progress,
+        segmenter, dataset, batch_size=args.batch_size, progress=not args.no_progress,
         num_samples_png=args.samples,
     )
-    write_report(Path(args.out), metrics, cm, samples, list(dataset.classes), np.asarray(dataset.palette))
+    write_report(Path(args.out), metrics, cm, samples, list(dataset.classes), np.asarray(dataset.palette),
+                 legend=not args.no_legend)
     from ..metrics import format_table
 
     print(format_table(metrics))
@@ -220,7 +230,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def write_report(out: Path, metrics: dict[str, Any], cm: np.ndarray,
                  samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], class_names: list[str],
-                 palette: np.ndarray) -> None:
+                 palette: np.ndarray, legend: bool = True) -> None:
     """Write the four eval files to ``out`` (each atomically: the viz and metrics writers are atomic)."""
     from ..metrics import write_metrics_json, write_per_class_markdown
     from ..viz import colorize, save_confusion, save_grid
@@ -232,4 +242,5 @@ def write_report(out: Path, metrics: dict[str, Any], cm: np.ndarray,
     save_confusion(cm, class_names, out / "confusion.png")
     if samples:
         rows = [[img, colorize(gt, palette), colorize(pred, palette)] for img, gt, pred in samples]
-        save_grid(rows, out / "samples.png", col_titles=["image", "ground truth", "prediction"])
+        save_grid(rows, out / "samples.png", col_titles=["image", "ground truth", "prediction"],
+                  legend=(class_names, palette) if legend else None)

@@ -12,10 +12,10 @@ from typing import Any, Callable
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import TrainingError
+from ..preprocess import resize_scores
 from .optim import build_optimizer, build_param_groups, build_scheduler
 
 
@@ -92,8 +92,13 @@ class SegModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def _channels_last(self) -> bool:
+        """NHWC on a GPU always; on a CPU when asked (``--channels-last``): with ``bf16-mixed`` on CPUs with
+        AVX512-BF16 it lets oneDNN's bf16 kernels run (``benchmarks/train_throughput.py --settings``)."""
+        return self.device.type == "cuda" or bool(self.settings.get("channels_last", False))
+
     def setup(self, stage: str) -> None:
-        if self.device.type == "cuda":
+        if self._channels_last():
             self.model.to(memory_format=torch.channels_last)
 
     def on_train_epoch_start(self) -> None:
@@ -113,19 +118,37 @@ class SegModule(pl.LightningModule):
                     p.requires_grad_(False)
             d.to(self.device)
 
+    def _uses_aux(self) -> bool:
+        """Auxiliary heads (``aux_loss=True`` on fcn_resnet50 / danet) are trained: without their loss they
+        would get no gradient (dead weights; DDP refuses unused parameters)."""
+        return bool(self.model.training and getattr(self.model, "has_aux", False)
+                    and callable(getattr(self.model, "forward_aux", None)))
+
     def _task_and_terms(self, images: Tensor, masks: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         d = self.distiller
-        if d is None:
+        aux: list[Tensor] = []
+        if self._uses_aux():
+            if d is None:
+                logits, aux = self.model.forward_aux(images)
+            else:
+                logits, aux, feats = self.model.forward_aux(images, return_features=True)
+        elif d is None:
             logits = self.model(images)
-            return self.loss_fn(logits, masks), {}
-        logits, feats = self.model(images, return_features=True)
+        else:
+            logits, feats = self.model(images, return_features=True)
         task = self.loss_fn(logits, masks)
+        if aux:
+            # torchvision's segmentation reference: loss = main + 0.5 * aux (for each auxiliary output)
+            weight = float(self.settings.get("aux_weight", 0.5))
+            task = task + weight * sum((self.loss_fn(a, masks) for a in aux), torch.zeros((), device=task.device))
+        if d is None:
+            return task, {}
         terms = d(images, logits, feats, masks)
         return task, dict(terms)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         images, masks = batch["image"], batch["mask"]
-        if self.device.type == "cuda":
+        if self._channels_last():
             images = images.contiguous(memory_format=torch.channels_last)
         task, terms = self._task_and_terms(images, masks)
         if self.distiller is not None:
@@ -183,9 +206,11 @@ class SegModule(pl.LightningModule):
         images = images.to(self.device)
         masks = masks.to(self.device)
         logits = self.model(images)
-        if logits.shape[-2:] != masks.shape[-2:]:
-            logits = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)
-        loss = self.loss_fn(logits.float(), masks)
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        # the same function (and float32) as ``distilseg eval``, so the recorded val mIoU is eval's
+        logits = resize_scores(logits.float(), masks.shape[-2:])
+        loss = self.loss_fn(logits, masks)
         if torch.isfinite(loss):
             self.val_loss_mean.update(loss.detach(), weight=int(images.shape[0]))
         self.val_metrics.update(logits.argmax(1), masks)

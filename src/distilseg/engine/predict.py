@@ -36,11 +36,12 @@ def _check_image_file(path: Path) -> None:
         raise DataError(f"{path}: not an image ({exc})") from exc
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[Path]:
+def expand_inputs(inputs: Iterable[str], bad: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Files, folders (their images, sorted by name) and glob patterns -> a de-duplicated list of images.
 
     An input that matches nothing, a folder without images, or a named file that is not an image raises
-    ``DataError`` naming it.
+    ``DataError`` naming it; with a ``bad`` list (``--skip-bad``) an unreadable named file is appended to it
+    as ``(path, reason)`` instead.
     """
     out: list[Path] = []
     seen: set[Path] = set()
@@ -60,7 +61,13 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
             for f in files:
                 add(f)
         elif path.is_file():
-            _check_image_file(path)
+            try:
+                _check_image_file(path)
+            except DataError as exc:
+                if bad is None:
+                    raise
+                bad.append((path, str(exc)))
+                continue
             add(path)
         elif glob.has_magic(str(raw)):
             matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
@@ -102,67 +109,136 @@ def _output_stems(files: list[Path]) -> list[str]:
 def register_predict(subparsers: argparse._SubParsersAction) -> None:
     """Add ``distilseg predict``."""
     from .evaluate import add_checkpoint_argument
+    from .inference import add_inference_arguments
 
     p = subparsers.add_parser(
         "predict",
-        help="segment images: <stem>_color.png, <stem>_overlay.png (and <stem>_labels.png)",
+        help="segment images or videos: <stem>_color.png, <stem>_overlay.png (and <stem>_labels.png); "
+        "<stem>_overlay.mp4 for videos",
         description="Segment image files, folders (all images inside, sorted) or glob patterns; outputs are "
-        "written at each input's original resolution.",
+        "written at each input's original resolution. Video files (.mp4, .avi, .mov, .mkv, ...) give "
+        "<stem>_overlay.mp4 (and <stem>_labels/<frame>.png with --save-labels); with --as-video the images "
+        "(e.g. a folder of frames, in name order) are treated as the frames of one video.",
     )
     add_checkpoint_argument(p)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--save-labels", action="store_true",
                    help="also write <stem>_labels.png: the uint8 class index of every pixel")
-    p.add_argument("--tta", choices=["flip"], default=None, help="test-time augmentation")
     p.add_argument("--img-size", nargs=2, type=int, default=None, metavar=("H", "W"),
                    help="network input size (default: the artifact's input_size)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask (default: 0.5)")
+    p.add_argument("--legend", action=argparse.BooleanOptionalAction, default=None,
+                   help="class legend (names, colors, black = void): on by default for videos (a strip over the "
+                   "bottom rows); for images --legend adds a strip under the color and overlay PNGs and writes "
+                   "legend.png")
+    p.add_argument("--as-video", "--video", dest="as_video", action="store_true",
+                   help="treat the image inputs (in name order) as the frames of one video: writes "
+                   "<folder>_overlay.mp4")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of --as-video frames (default 30)")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="videos and --as-video frames: segment every N-th frame (output rate divided by N)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable image files (listed at the end) instead of stopping")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_inference_arguments(p)
     p.set_defaults(func=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..viz import colorize, overlay
+    from ..io import ensure_output_dir
+    from ..viz import add_legend, colorize, overlay, save_legend
     from .evaluate import apply_img_size
+    from .inference import options_from_args
     from .segmenter import load, read_image
+    from .video import frame_folder_source, is_video_file, open_video, segment_video
 
+    ensure_output_dir(args.out, create=False)  # before any work
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
     if not 0.0 <= args.alpha <= 1.0:
         raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    files = expand_inputs(args.inputs)
-    stems = _output_stems(files)
+    if args.every < 1:
+        raise UsageError(f"--every must be a positive integer, got {args.every}")
+    if args.fps <= 0:
+        raise UsageError(f"--fps must be positive, got {args.fps}")
+    videos = [Path(v) for v in args.inputs if is_video_file(v) and not Path(v).is_dir()]
+    image_inputs = [v for v in args.inputs if not (is_video_file(v) and not Path(v).is_dir())]
+    sources = [open_video(v) for v in videos]  # an unreadable video fails here, before any work
+    bad: list[tuple[Path, str]] = []
+    files = expand_inputs(image_inputs, bad=bad if args.skip_bad else None) if image_inputs else []
+    stems = _output_stems(files) if not args.as_video else []
     segmenter = load(args.checkpoint, device=args.device)
     apply_img_size(segmenter, args.img_size)
+    segmenter.set_inference(**options_from_args(args))
     palette = np.asarray(segmenter.palette, dtype=np.uint8)
+    names = segmenter.class_names
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(files), desc="predict", unit="img", disable=args.no_progress, file=sys.stderr)
-    try:
-        for start in range(0, len(files), args.batch_size):
-            chunk = list(range(start, min(len(files), start + args.batch_size)))
-            images = [read_image(files[i]) for i in chunk]
-            preds = segmenter.predict(images, batch_size=args.batch_size, tta=args.tta)
-            for i, image, pred in zip(chunk, images, preds):
-                _write_outputs(out, stems[i], image, pred, palette, args.save_labels, args.alpha, colorize, overlay)
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-    kinds = "color, overlay" + (", labels" if args.save_labels else "")
-    print(f"wrote {kinds} for {len(files)} image(s) to {out}")
+    progress = not args.no_progress
+    common = dict(every=args.every, save_labels=args.save_labels, alpha=args.alpha,
+                  legend=args.legend is not False, batch_size=args.batch_size, progress=progress)
+    for path, source in zip(videos, sources):
+        result = segment_video(segmenter, source, out, path.stem, **common)
+        print(f"wrote {result['video']}: {result['frames']} frames, {result['fps']:.1f} frames/s end to end")
+    if args.as_video and files:
+        first = Path(image_inputs[0])
+        stem = first.name if first.is_dir() else first.stem
+        result = segment_video(segmenter, frame_folder_source(files, fps=args.fps, name=str(first)), out, stem,
+                               **common)
+        print(f"wrote {result['video']}: {result['frames']} frames, {result['fps']:.1f} frames/s end to end")
+    elif files:
+        if args.legend:
+            save_legend(names, palette, out / "legend.png", void=False)
+        done = 0
+        bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress, file=sys.stderr)
+        try:
+            for start in range(0, len(files), args.batch_size):
+                chunk, images = [], []
+                for i in range(start, min(len(files), start + args.batch_size)):
+                    try:
+                        images.append(read_image(files[i]))
+                        chunk.append(i)
+                    except DataError as exc:
+                        if not args.skip_bad:
+                            raise
+                        bad.append((files[i], str(exc)))
+                for i, image in zip(chunk, images):
+                    segmenter.check_window(image.shape[:2], str(files[i]))
+                preds = segmenter.predict(images, batch_size=args.batch_size) if images else []
+                for i, image, pred in zip(chunk, images, preds):
+                    legend = (names, palette) if args.legend else None
+                    _write_outputs(out, stems[i], image, pred, palette, args.save_labels, args.alpha, colorize,
+                                   overlay, legend=legend, add_legend=add_legend)
+                done += len(chunk)
+                bar.update(min(len(files), start + args.batch_size) - start)
+        finally:
+            bar.close()
+        kinds = "color, overlay" + (", labels" if args.save_labels else "")
+        print(f"wrote {kinds} for {done} image(s) to {out}")
+    if bad:
+        print(f"skipped {len(bad)} unreadable file(s):", file=sys.stderr)
+        for path, reason in bad:
+            print(f"  {reason if str(path) in reason else f'{path}: {reason}'}", file=sys.stderr)
+        if not videos and not done and not (args.as_video and files):
+            raise DataError(f"{bad[0][0]}: no readable image among the inputs")
     return 0
 
 
 def _write_outputs(out: Path, stem: str, image: np.ndarray, pred: np.ndarray, palette: np.ndarray,
-                   save_labels: bool, alpha: float, colorize: Any, overlay: Any) -> None:
+                   save_labels: bool, alpha: float, colorize: Any, overlay: Any,
+                   legend: tuple[list[str], np.ndarray] | None = None, add_legend: Any = None) -> None:
     if pred.shape != image.shape[:2]:  # the Segmenter contract; a mismatch is a bug
         raise RuntimeError(f"{stem}: prediction {pred.shape} does not match image {image.shape[:2]}")
-    save_png(out / f"{stem}_color.png", colorize(pred, palette))
-    save_png(out / f"{stem}_overlay.png", overlay(image, pred, palette, alpha=alpha))
+    color, over = colorize(pred, palette), overlay(image, pred, palette, alpha=alpha)
+    if legend is not None:  # a strip under the picture; the label map stays exact
+        color = add_legend(color, legend[0], legend[1], void=False)
+        over = add_legend(over, legend[0], legend[1], void=False)
+    save_png(out / f"{stem}_color.png", color)
+    save_png(out / f"{stem}_overlay.png", over)
     if save_labels:
         save_png(out / f"{stem}_labels.png", pred.astype(np.uint8))

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "loss": "ce:1",
     "class_weights": "none",
     "precision": "32",
+    "channels_last": False,
     "devices": 1,
     "num_nodes": 1,
     "strategy": "auto",
@@ -122,6 +123,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     a("--class-weights", dest="class_weights", default=_SUPPRESS, metavar="none|auto|FILE",
       help="class weights for the loss: auto = median frequency balancing from the training split")
     a("--precision", choices=PRECISIONS, default=_SUPPRESS, help="default 32")
+    a("--channels-last", dest="channels_last", action="store_true", default=_SUPPRESS,
+      help="NHWC memory format on the CPU too (always on a GPU); with --precision bf16-mixed it is the fast "
+           "setting on CPUs with AVX512-BF16 (benchmarks/train_throughput.py --settings)")
     a("--devices", type=int, default=_SUPPRESS, help="devices (processes) per node (default 1)")
     a("--num-nodes", dest="num_nodes", type=int, default=_SUPPRESS, help="nodes (default 1)")
     a("--strategy", choices=("auto", "ddp"), default=_SUPPRESS, help="default auto")
@@ -183,8 +187,26 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
     if isinstance(value, dict):
         return {str(k).replace("-", "_"): v for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return dict(value)
-    raise UsageError(f"{what}: expected KEY=VALUE pairs, got {value!r}")
+        pairs = []
+        for item in value:
+            if isinstance(item, str):
+                try:
+                    item = _kv(item)
+                except argparse.ArgumentTypeError:
+                    item = None
+            if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)):
+                raise UsageError(f"{what} must be a mapping of KEY: VALUE settings, got {value!r}")
+            pairs.append((item[0].replace("-", "_"), item[1]))
+        return dict(pairs)
+    raise UsageError(f"{what} must be a mapping of KEY: VALUE settings, got {value!r}")
+
+
+def _setting(key: str, origin: dict[str, str] | None = None) -> str:
+    """How to name a setting in a message: ``FILE.yaml: key`` when it came from the YAML, else ``--flag``."""
+    flag = f"--{key.replace('_', '-')}"
+    if origin and key in origin:
+        return f"{origin[key]}: {key} ({flag})"
+    return flag
 
 
 def resolve_config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -196,63 +218,141 @@ def resolve_config(args: argparse.Namespace, extra: dict[str, Any] | None = None
     known = {**DEFAULTS, **(extra or {})}
     cfg = copy.deepcopy(known)
     given = {k: v for k, v in vars(args).items() if k in known or k in ("img_size_square", "config")}
+    origin: dict[str, str] = {}  # setting -> the YAML file it came from (for messages)
     if given.get("config"):
-        cfg.update(_load_yaml(given["config"], known))
+        from_yaml = _load_yaml(given["config"], known)
+        origin = {k: str(given["config"]) for k in from_yaml}
+        cfg.update(from_yaml)
     if "img_size_square" in given:
         given["img_size"] = [given.pop("img_size_square")] * 2
     given.pop("config", None)
     for key in ("dataset_args", "model_args"):
         if key in given:
             # explicit K=V pairs add to (and override) the YAML's
-            given[key] = {**_as_dict(cfg.get(key), key), **_as_dict(given[key], key)}
+            given[key] = {**_as_dict(cfg.get(key), _setting(key, origin)), **_as_dict(given[key], key)}
+    for key in given:
+        origin.pop(key, None)
     cfg.update(given)
-    cfg["dataset_args"] = _as_dict(cfg["dataset_args"], "dataset_args")
-    cfg["model_args"] = _as_dict(cfg["model_args"], "model_args")
-    _validate(cfg)
+    cfg["dataset_args"] = _as_dict(cfg["dataset_args"], _setting("dataset_args", origin))
+    cfg["model_args"] = _as_dict(cfg["model_args"], _setting("model_args", origin))
+    _validate(cfg, origin)
     return cfg
 
 
 def _size_pair(value: Any, flag: str) -> list[int]:
     """``S`` or ``[H, W]`` (positive ints) as ``[H, W]``."""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         value = [value, value]
     if not (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(isinstance(s, int) and s > 0 for s in value)):
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in value)):
         raise UsageError(f"{flag} must be two positive integers H W, got {value!r}")
     return [int(s) for s in value]
 
 
-def _validate(cfg: dict[str, Any]) -> None:
+# integer settings: smallest allowed value (the optional ones may also be None = unset)
+_INT_MIN: dict[str, int] = {"epochs": 1, "batch_size": 1, "devices": 1, "num_nodes": 1, "val_every": 1,
+                            "num_workers": 0, "patience": 0, "skip_nonfinite": 0, "checkpoint_every_steps": 0,
+                            "seed": 0}
+_OPTIONAL_INT_MIN: dict[str, int] = {"limit_train_batches": 1, "limit_val_batches": 1}
+# real settings: (low, low_inclusive, high, high_inclusive, optional); every value must also be finite
+_REAL_RANGES: dict[str, tuple[float | None, bool, float | None, bool, bool]] = {
+    "lr": (0.0, False, None, False, False),
+    "weight_decay": (0.0, True, None, False, False),
+    "gamma": (0.0, False, 1.0, True, False),
+    "warmup_epochs": (0.0, True, None, False, False),
+    "encoder_lr_mult": (0.0, True, None, False, False),
+    "grad_clip": (0.0, False, None, False, True),
+}
+_BOOLS = ("freeze_encoder", "resume", "skip_bad", "augment", "weather", "progress", "channels_last")
+_CHOICES: dict[str, tuple[str, ...]] = {"strategy": ("auto", "ddp"), "accelerator": ("auto", "cpu", "gpu")}
+_SEED_MAX = 2**32 - 1  # numpy's seed range (seed_everything)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_real(cfg: dict[str, Any], key: str, origin: dict[str, str] | None) -> None:
+    import math
+
+    low, low_inc, high, high_inc, optional = _REAL_RANGES[key]
+    v = cfg[key]
+    if v is None and optional:
+        return
+    name = _setting(key, origin)
+    if isinstance(v, str):  # PyYAML reads 1e-4 (no dot) as text: take what Python reads as a number
+        try:
+            v = float(v)
+        except ValueError:
+            pass
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise UsageError(f"{name} must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise UsageError(f"{name} must be a finite number, got {v!r}")
+    ok = True
+    if low is not None:
+        ok &= v >= low if low_inc else v > low
+    if high is not None:
+        ok &= v <= high if high_inc else v < high
+    if not ok:
+        if high is None:
+            want = "must not be negative" if low_inc else "must be positive"
+        else:
+            want = f"must be in {'[' if low_inc else '('}{low:g}, {high:g}{']' if high_inc else ')'}"
+        raise UsageError(f"{name} {want}, got {v!r}")
+    cfg[key] = float(v)
+
+
+def _validate(cfg: dict[str, Any], origin: dict[str, str] | None = None) -> None:
+    """Every setting's type and range; a bad one is a ``UsageError`` naming it (and its YAML file)."""
+    for key, value in DEFAULTS.items():  # a config dict written before a setting existed
+        cfg.setdefault(key, copy.deepcopy(value))
     for key in ("dataset", "model", "out"):
         if not cfg.get(key):
             raise UsageError(f"--{key} is required (on the command line or in --config)")
-    cfg["img_size"] = _size_pair(cfg["img_size"], "--img-size")
+    for key in ("dataset", "model", "optimizer", "scheduler", "loss", "class_weights"):
+        if not isinstance(cfg[key], str):
+            raise UsageError(f"{_setting(key, origin)} must be a name (text), got {cfg[key]!r}")
+    for key in ("out", "root", "pretrained"):
+        if cfg[key] is not None and not isinstance(cfg[key], (str, Path)):
+            raise UsageError(f"{_setting(key, origin)} must be a path, got {cfg[key]!r}")
+    cfg["img_size"] = _size_pair(cfg["img_size"], _setting("img_size", origin))
     if cfg.get("eval_size") is not None:
-        cfg["eval_size"] = _size_pair(cfg["eval_size"], "--eval-size")
-    for key in ("epochs", "batch_size", "devices", "num_nodes", "val_every"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {cfg[key]!r}")
-    for key in ("limit_train_batches", "limit_val_batches"):
-        if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] < 1):
-            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {cfg[key]!r}")
-    for key in ("num_workers", "patience", "skip_nonfinite", "checkpoint_every_steps"):
-        if not isinstance(cfg[key], int) or cfg[key] < 0:
-            raise UsageError(f"--{key.replace('_', '-')} must be a non-negative integer, got {cfg[key]!r}")
-    if not isinstance(cfg["lr"], (int, float)) or not cfg["lr"] > 0:
-        raise UsageError(f"--lr must be positive, got {cfg['lr']!r}")
-    if cfg["weight_decay"] < 0 or cfg["encoder_lr_mult"] < 0 or cfg["warmup_epochs"] < 0:
-        raise UsageError("--weight-decay, --encoder-lr-mult and --warmup-epochs must not be negative")
-    if cfg["grad_clip"] is not None and not cfg["grad_clip"] > 0:
-        raise UsageError(f"--grad-clip must be positive, got {cfg['grad_clip']!r}")
+        cfg["eval_size"] = _size_pair(cfg["eval_size"], _setting("eval_size", origin))
+    for key, low in _INT_MIN.items():
+        if not _is_int(cfg[key]) or cfg[key] < low:
+            what = "a positive integer" if low >= 1 else "a non-negative integer"
+            raise UsageError(f"{_setting(key, origin)} must be {what}, got {cfg[key]!r}")
+    if cfg["seed"] > _SEED_MAX:
+        raise UsageError(f"{_setting('seed', origin)} must be at most {_SEED_MAX}, got {cfg['seed']!r}")
+    for key, low in _OPTIONAL_INT_MIN.items():
+        if cfg[key] is not None and (not _is_int(cfg[key]) or cfg[key] < low):
+            raise UsageError(f"{_setting(key, origin)} must be a positive integer, got {cfg[key]!r}")
+    for key in _REAL_RANGES:
+        _check_real(cfg, key, origin)
+    for key in _BOOLS:
+        if not isinstance(cfg[key], bool):
+            raise UsageError(f"{_setting(key, origin)} must be true or false, got {cfg[key]!r}")
+    for key, choices in _CHOICES.items():
+        if cfg[key] not in choices:
+            raise UsageError(f"{_setting(key, origin)} must be one of {', '.join(choices)}, got {cfg[key]!r}")
+    for key in ("dataset_args", "model_args"):
+        if not isinstance(cfg[key], dict):
+            raise UsageError(f"{_setting(key, origin)} must be a mapping of KEY: VALUE settings, got {cfg[key]!r}")
+    if isinstance(cfg["precision"], bool):
+        raise UsageError(f"{_setting('precision', origin)} must be one of {', '.join(PRECISIONS)}")
     cfg["precision"] = str(cfg["precision"])
     if cfg["precision"] not in PRECISIONS:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
+        raise UsageError(f"{_setting('precision', origin)} must be one of {', '.join(PRECISIONS)}, "
+                         f"got {cfg['precision']!r}")
     from .optim import OPTIMIZERS, SCHEDULERS
 
     if cfg["optimizer"] not in OPTIMIZERS:
-        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg['optimizer']!r}")
+        raise UsageError(f"{_setting('optimizer', origin)} must be one of {', '.join(OPTIMIZERS)}, "
+                         f"got {cfg['optimizer']!r}")
     if cfg["scheduler"] not in SCHEDULERS:
-        raise UsageError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {cfg['scheduler']!r}")
+        raise UsageError(f"{_setting('scheduler', origin)} must be one of {', '.join(SCHEDULERS)}, "
+                         f"got {cfg['scheduler']!r}")
     cfg["out"] = str(cfg["out"])
     if cfg["root"] is not None:
         cfg["root"] = str(cfg["root"])
@@ -359,8 +459,16 @@ def build_datasets(cfg: dict[str, Any]) -> tuple[Any, Any, list[float], list[flo
     return train_ds, val_ds, mean, std
 
 
-def quick_check(ds: Any, skip_bad: bool) -> Any:
-    """Read a few samples before the first step so a broken file fails now, naming the file."""
+def quick_check(ds: Any, skip_bad: bool, substitute: str = "replace", like: Any = None) -> Any:
+    """Check every sample cheaply (headers, sizes, modes) and decode a few before the first step, so a
+    broken file fails now, naming the file. With ``skip_bad`` the bad ones are left out and listed, and a
+    sample that only fails when a worker decodes it is skipped there too (``substitute``: "replace" = the
+    next good sample, for training; "ignore" = one that scores nothing, for validation)."""
+    if like is not None and int(like.num_classes) != int(ds.num_classes):
+        raise DataError(
+            f"dataset {ds.name} ({ds.root}): split {like.split!r} has {like.num_classes} classes but split "
+            f"{ds.split!r} has {ds.num_classes}; give the class count (num_classes) explicitly"
+        )
     try:
         from ..data.validate import validate_dataset
     except ImportError:
@@ -368,7 +476,11 @@ def quick_check(ds: Any, skip_bad: bool) -> Any:
     report = validate_dataset(ds, full=False, skip_bad=skip_bad, workers=2)
     bad = getattr(report, "bad", None)
     if bad:  # only with skip_bad: they were removed from ds.samples
+        for b in bad:
+            print(f"distilseg train: skipped {b.file}: {b.problem}")
         print(f"distilseg train: left out {len(bad)} bad sample(s) of split {ds.split!r} (--skip-bad)")
+    if skip_bad:
+        ds.on_bad = substitute
     if len(ds) == 0:
         raise DataError(f"dataset {ds.name} split {ds.split!r}: no usable samples left")
     return ds
@@ -515,8 +627,68 @@ def _primitive(obj: Any) -> Any:
     return str(obj)
 
 
+def _is_rank0() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
 def run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: list | None = None) -> Path:
-    """Train per ``cfg`` (see ``resolve_config``); returns OUT with best/, last/, checkpoints/, history."""
+    """Train per ``cfg`` (see ``resolve_config``); returns OUT with best/, last/, checkpoints/, history.
+
+    OUT is checked first (a writable folder, not a file) and locked (``OUT/.lock``) for the whole run, so a
+    second run on the same folder is refused instead of mixing its files with this one's.
+    """
+    from ..io import ensure_output_dir, run_lock
+
+    cfg = copy.deepcopy(cfg)
+    _validate(cfg)
+    out = Path(cfg["out"])
+    if not _is_rank0():  # DDP workers run under the launching process' lock
+        return _run_training(cfg, distiller, extra_callbacks)
+    ensure_output_dir(out)
+    with run_lock(out):
+        return _run_training(cfg, distiller, extra_callbacks)
+
+
+def _refuse_finished_without_state(out: Path, ckpt: Path) -> None:
+    """Results of an earlier run but no resume state: starting over would silently replace them."""
+    found = [name for name in ("best", "last", "history.csv") if (out / name).exists()]
+    if found:
+        raise UsageError(
+            f"{out} holds the results of an earlier run ({', '.join(found)}) but no resume state ({ckpt}): "
+            f"there is nothing to continue, and a new run would replace them; choose a new --out "
+            f"(or delete {out} to start over)"
+        )
+
+
+def _interruption(trainer: Any, exc: BaseException | None) -> int | None:
+    """The signal that stopped ``trainer.fit`` (Lightning turns SIGTERM into ``SIGTERMException`` and
+    Ctrl-C into ``sys.exit(1)``, both ``SystemExit``), or None when it was not interrupted."""
+    import signal
+
+    if getattr(trainer, "received_sigterm", False):
+        return int(signal.SIGTERM)
+    if exc is not None and (isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt)):
+        return int(signal.SIGINT)
+    if exc is None and getattr(trainer, "interrupted", False):
+        return int(signal.SIGINT)
+    return None
+
+
+def _interrupted_error(signum: int, out: Path, recorder: Any) -> Exception:
+    import signal
+
+    from ..errors import RunInterrupted
+
+    ckpt = out / LAST_CKPT_REL
+    name = signal.Signals(signum).name
+    if ckpt.is_file():
+        step = getattr(recorder, "_last_saved_step", -1)
+        at = f" at step {step}" if step is not None and step >= 0 else ""
+        return RunInterrupted(f"run interrupted by {name}; its state{at} is saved in {ckpt}", signum)
+    return RunInterrupted(f"run interrupted by {name} before any state was saved", signum, resumable=False)
+
+
+def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: list | None = None) -> Path:
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, TQDMProgressBar
@@ -544,13 +716,15 @@ def run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: li
                 f"another --out (nothing was changed)"
             )
         resume_from = ckpt
-    elif cfg["resume"] and rank0:
-        print(f"distilseg train: no saved state in {ckpt}; starting from the beginning")
+    else:
+        _refuse_finished_without_state(out, ckpt)
+        if cfg["resume"] and rank0:
+            print(f"distilseg train: no saved state in {ckpt}; starting from the beginning")
 
     pl.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     train_ds, val_ds, mean, std = build_datasets(cfg)
     train_ds = quick_check(train_ds, cfg["skip_bad"])
-    val_ds = quick_check(val_ds, cfg["skip_bad"])
+    val_ds = quick_check(val_ds, cfg["skip_bad"], substitute="ignore", like=train_ds)
     num_classes = int(train_ds.num_classes)
     if resume_from is not None:
         _check_resume_classes(resume_from, num_classes)
@@ -563,7 +737,7 @@ def run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: li
     )
     classes = [str(c) for c in train_ds.classes]
     settings = {k: cfg[k] for k in ("lr", "weight_decay", "optimizer", "scheduler", "gamma", "warmup_epochs",
-                                    "encoder_lr_mult", "skip_nonfinite")}
+                                    "encoder_lr_mult", "skip_nonfinite", "channels_last")}
     module = SegModule(model, loss_fn, num_classes, settings, class_names=classes, ignore_index=ignore_index,
                        distiller=distiller)
     palette = getattr(train_ds, "palette", None)
@@ -627,6 +801,14 @@ def run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: li
             f"out of GPU memory ({str(exc).splitlines()[0]}); lower --batch-size, --img-size or use "
             f"--precision 16-mixed"
         ) from exc
+    except (SystemExit, KeyboardInterrupt) as exc:
+        signum = _interruption(trainer, exc)
+        if signum is None:
+            raise
+        raise _interrupted_error(signum, out, recorder) from exc
+    signum = _interruption(trainer, None)  # a Lightning that stops quietly after SIGTERM
+    if signum is not None:
+        raise _interrupted_error(signum, out, recorder)
     return out
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ..errors import UsageError
@@ -44,6 +45,14 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--check-images", type=int, default=4,
                    help="images for the ONNX Runtime vs PyTorch check (0 = skip; default 4)")
     p.add_argument("--check-split", help="dataset split for the check (default: the calibration split)")
+    p.add_argument("--tolerance", type=float, default=None, metavar="T",
+                   help="largest accepted |ONNX - PyTorch| logit difference, relative to the logit scale "
+                        "(default 1e-3 for fp32, 5e-2 for fp16); a file beyond it fails the export")
+    p.add_argument("--min-agreement", type=float, default=None, metavar="F",
+                   help="smallest accepted share of pixels whose class agrees with PyTorch (default 0.90 for "
+                        "--int8; when given, checked for every precision)")
+    p.add_argument("--no-check", action="store_true",
+                   help="keep the file even when the check finds disagreement (the numbers are still printed)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run_export)
 
@@ -87,6 +96,9 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from ..io import ensure_output_file
+
+    ensure_output_file(args.out)  # before any work
     if args.format == "torchscript":
         from .torchscript import export_torchscript
 
@@ -112,6 +124,9 @@ def run_export(args: argparse.Namespace) -> int:
             check_split=args.check_split,
             reduce_range=not args.full_range,
             keep_head_float=not args.quantize_head,
+            tolerance=args.tolerance,
+            min_agreement=args.min_agreement,
+            strict=not args.no_check,
         )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -123,6 +138,9 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"check vs PyTorch fp32 on {check['num_images']} {check['source']} image(s): "
               f"max |logit diff| = {check['max_abs_logit_diff']:.3g}, "
               f"pixel agreement = {100 * check['pixel_agreement']:.3f}%")
+        if not check.get("passed", True):
+            print("warning: the ONNX file disagrees with PyTorch beyond the tolerance (kept: --no-check)",
+                  file=sys.stderr)
     return 0
 
 

@@ -225,7 +225,7 @@ def check_onnx(
     session = make_session(onnx_path, providers=["CPUExecutionProvider"])
     stride = int(side.get("output_stride") or 1)
     model = model.eval().float().cpu()
-    max_diff, agree, total = 0.0, 0, 0
+    max_diff, max_ref, agree, total = 0.0, 0.0, 0, 0
     for image in images:
         x = preprocess(image, size, mean, std)[None]
         with torch.no_grad():
@@ -234,14 +234,45 @@ def check_onnx(
         if got.shape != ref.shape:
             raise CheckpointError(f"{onnx_path}: ONNX logits have shape {got.shape}, PyTorch {ref.shape}")
         max_diff = max(max_diff, float(np.abs(got - ref).max()))
+        max_ref = max(max_ref, float(np.abs(ref).max()))
         agree += int((got.argmax(1) == ref.argmax(1)).sum())
         total += ref.shape[0] * ref.shape[2] * ref.shape[3]
     return {
         "max_abs_logit_diff": max_diff,
+        "max_abs_logit": max_ref,
         "pixel_agreement": agree / max(total, 1),
         "num_images": len(images),
         "source": source,
     }
+
+
+#: Default parity thresholds. fp32/fp16: the largest |ONNX - PyTorch| logit difference relative to the
+#: logit scale (max(1, max |logit|)): a fp32 graph that computes the same function differs by rounding only
+#: (~1e-6), fp16 by ~1e-3; pixel agreement is not used for them because an untrained model's near-ties
+#: flip on rounding noise. INT8 changes logits by design: the share of pixels whose class agrees is judged.
+DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
+DEFAULT_MIN_AGREEMENT = {"int8": 0.90}
+
+
+def check_verdict(
+    check: dict[str, Any], precision: str, tolerance: float | None = None, min_agreement: float | None = None
+) -> str | None:
+    """Why the check fails (one sentence), or ``None`` when the ONNX file agrees with PyTorch.
+
+    ``tolerance`` (relative max logit difference) defaults by precision for fp32/fp16 (``DEFAULT_TOLERANCE``);
+    ``min_agreement`` (pixel agreement) defaults to 0.90 for int8 and, when given, applies to any precision.
+    """
+    tol = tolerance if tolerance is not None else DEFAULT_TOLERANCE.get(precision)
+    agree_min = min_agreement if min_agreement is not None else DEFAULT_MIN_AGREEMENT.get(precision)
+    scale = max(1.0, float(check.get("max_abs_logit", 0.0)))
+    rel = float(check["max_abs_logit_diff"]) / scale
+    if tol is not None and not rel <= tol:  # also catches NaN
+        return (f"max |logit diff| {check['max_abs_logit_diff']:.3g} is {rel:.3g} of the logit scale "
+                f"{scale:.3g}, above the {precision} tolerance {tol:g}")
+    agree = float(check["pixel_agreement"])
+    if agree_min is not None and not agree >= agree_min:
+        return f"class maps agree on {100 * agree:.2f}% of the pixels, below {100 * agree_min:.2f}%"
+    return None
 
 
 def export_checkpoint(
@@ -261,12 +292,17 @@ def export_checkpoint(
     check_split: str | None = None,
     reduce_range: bool = True,
     keep_head_float: bool = True,
+    tolerance: float | None = None,
+    min_agreement: float | None = None,
+    strict: bool = True,
 ) -> dict[str, Any]:
     """The ``distilseg export`` pipeline: load, export, optionally quantize, check; returns a summary.
 
     The check compares with the PyTorch fp32 model on ``check_images`` images of the calibration dataset
     (its ``check_split``, default the calibration split) when one is given, else on synthetic images; its
-    numbers are also written into the sidecar under ``"check"``.
+    numbers are also written into the sidecar under ``"check"``. With ``strict`` (the default) a file that
+    disagrees beyond ``tolerance`` / ``min_agreement`` (see ``check_verdict``) is removed and a
+    ``CheckpointError`` raised; ``strict=False`` records the verdict and keeps the file.
     """
     from .sources import dataset_images, load_torch_model
 
@@ -276,6 +312,10 @@ def export_checkpoint(
         raise UsageError("--int8 needs --calibration-dataset NAME (and --calibration-root PATH)")
     if check_images < 0:
         raise UsageError(f"--check-images must be >= 0, got {check_images}")
+    if tolerance is not None and not tolerance >= 0:
+        raise UsageError(f"--tolerance must be >= 0, got {tolerance}")
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise UsageError(f"--min-agreement must lie in [0, 1], got {min_agreement}")
     model, config = load_torch_model(checkpoint)
     out = Path(out)
     if out.suffix != ".onnx":
@@ -314,6 +354,17 @@ def export_checkpoint(
         else:
             images, src = synthetic_images(check_images, size), "synthetic"
         check = check_onnx(model, out, images, mean=mean, std=std, size=size, source=src)
+        precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+        problem = check_verdict(check, precision, tolerance, min_agreement)
+        check["passed"] = problem is None
+        if problem is not None and strict:
+            for path in (out, sidecar_path(out)):
+                path.unlink(missing_ok=True)
+            raise CheckpointError(
+                f"{out}: the exported {precision} model disagrees with PyTorch on {check['num_images']} "
+                f"{src} image(s): {problem}; not written (--tolerance / --min-agreement to accept more, "
+                f"--no-check to keep it anyway)"
+            )
         from .onnx_runtime import read_sidecar
 
         side = read_sidecar(out)

@@ -116,8 +116,8 @@ class OnnxSegmenter(SegmenterBase):
     (``C x H x W`` float32 arrays), ``class_names``, ``palette``, ``num_classes``, ``config``, ``input_size``
     (settable). Images are resized to ``input_size``: the graph's own size for a fixed-size export, else the
     sidecar's ``input_size`` (``None`` = each image's own size); the logits are resized back bilinearly
-    before the argmax. ``tta="flip"`` averages the softmax of the image and its mirror (``predict_logits``
-    then returns the log of that average).
+    before the argmax. Resize policies, sliding windows and TTA (``flip``, ``scales=``) come from
+    ``SegmenterBase``, so they behave exactly as for the torch model.
     """
 
     def __init__(
@@ -144,6 +144,7 @@ class OnnxSegmenter(SegmenterBase):
         self.static_size = _static_hw(self.session)
         self.input_size = self.static_size or self._config.get("input_size")
         self.stride = int(self._config.get("output_stride") or 1)
+        self._stride = self.stride
         self.static_batch = self.session.get_inputs()[0].shape[0]
 
     def __repr__(self) -> str:
@@ -160,12 +161,14 @@ class OnnxSegmenter(SegmenterBase):
             )
         return size
 
-    def _parse_tta(self, tta: Any) -> str | None:
-        return _check_tta(tta)
-
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         """Run in chunks that fit a fixed batch dimension (padding the last chunk by repetition)."""
         x = batch.numpy()
+        if self.static_size is not None and tuple(x.shape[-2:]) != tuple(self.static_size):
+            raise UsageError(
+                f"{self.path}: this ONNX model has a fixed input size {list(self.static_size)} but got "
+                f"{list(x.shape[-2:])}; use --resize fixed (or --slide with that window), or export with a dynamic size"
+            )
         if not isinstance(self.static_batch, int):
             return torch.from_numpy(run_logits(self.session, x, self.stride))
         b, n, parts = self.static_batch, x.shape[0], []
@@ -176,11 +179,3 @@ class OnnxSegmenter(SegmenterBase):
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - k, axis=0)])
             parts.append(run_logits(self.session, chunk, self.stride)[:k])
         return torch.from_numpy(np.concatenate(parts))
-
-
-def _check_tta(tta: Any) -> str | None:
-    if tta in (None, "", "none"):
-        return None
-    if tta in ("flip", "hflip"):
-        return "flip"
-    raise UsageError(f"unknown test-time augmentation {tta!r}; choose 'flip' or none")

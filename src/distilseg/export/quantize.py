@@ -101,37 +101,77 @@ def quantize_int8(
         reader = ArrayCalibrationReader(arrays, stride=stride)
         excluded = list(exclude or [])
         if keep_head_float:
-            excluded += last_conv_names(prepped)
+            excluded += output_conv_names(prepped)
 
         def _write(tmp: str) -> None:
-            # The calibrator writes augmented models into the current folder in some versions: keep them
-            # inside the temporary directory.
-            cwd = os.getcwd()
-            os.chdir(td)
-            try:
-                quantize_static(
-                    str(prepped),
-                    tmp,
-                    reader,
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=per_channel,
-                    reduce_range=reduce_range,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    calibrate_method=calib_method,
-                    nodes_to_exclude=excluded,
-                )
-            finally:
-                os.chdir(cwd)
+            # Absolute paths only, and no os.chdir (process-global: it would move every other thread's
+            # relative paths): onnxruntime >= 1.18 writes its augmented calibration model into a
+            # tempfile.TemporaryDirectory of its own.
+            quantize_static(
+                str(prepped),
+                str(Path(tmp).resolve()),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=calib_method,
+                nodes_to_exclude=excluded,
+            )
 
         out_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out_path, _write)
     return out_path
 
 
-def last_conv_names(path: str | os.PathLike) -> list[str]:
-    """Name of the graph's last Conv node (the classifier in these networks), as a 0- or 1-item list."""
+#: Weightless ops between a classifier conv and the graph output, and which of their inputs carry the data:
+#: walking back from the output passes through these and stops at the first Conv on each path. Only the
+#: data input of a Resize / Slice / Pad ... is followed, never its sizes / starts (a Shape subgraph of an
+#: earlier feature map would lead to a body conv).
+_DATA_INPUT_OPS = frozenset({
+    "Resize", "Upsample", "Slice", "Pad", "Transpose", "Reshape", "Identity", "Cast", "Squeeze", "Unsqueeze",
+    "Flatten", "Softmax", "LogSoftmax", "Clip", "BatchNormalization", "Expand", "Tile", "Dropout",
+})
+_ALL_INPUT_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Concat", "Max", "Min", "Mean", "Sum"})
+
+
+def output_conv_names(path: str | os.PathLike) -> list[str]:
+    """Names of the Conv nodes that produce the graph's outputs (the classifier), found by walking back
+    from each output through weightless ops (``Resize``, ``Add``, ``Slice``, ...).
+
+    Why not "the last Conv in node order": node order is a topological order, not "closest to the
+    output"; a branch computed late (an auxiliary head, a side path) can come after the classifier.
+    """
     import onnx
 
-    convs = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "Conv"]
-    return convs[-1:] if convs and convs[-1] else []
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output if out}
+    initializers = {t.name for t in graph.initializer}
+    found: list[str] = []
+    seen: set[str] = set()
+    stack = [o.name for o in graph.output]
+    while stack:
+        name = stack.pop()
+        if name in seen or name in initializers:
+            continue
+        seen.add(name)
+        node = producer.get(name)
+        if node is None:
+            continue
+        if node.op_type == "Conv":
+            if node.name and node.name not in found:
+                found.append(node.name)
+            continue
+        if node.op_type in _DATA_INPUT_OPS:
+            stack.extend(node.input[:1])
+        elif node.op_type in _ALL_INPUT_OPS:
+            stack.extend(i for i in node.input if i)
+        elif node.op_type == "Where":
+            stack.extend(i for i in node.input[1:] if i)
+    return found
+
+
+def last_conv_names(path: str | os.PathLike) -> list[str]:
+    """Backward-compatible name of ``output_conv_names``."""
+    return output_conv_names(path)

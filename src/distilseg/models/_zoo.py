@@ -11,6 +11,7 @@ for _name in (
     "danet",
     "fcn",
     "segformer",
+    "fpn",
 ):
     try:
         importlib.import_module(f"{__package__}.{_name}")

@@ -84,11 +84,23 @@ class AuxSegmentationModel(SegmentationModel):
         logits, feats, _ = self._run(x, with_aux=False)
         return logits, feats
 
-    def forward_aux(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """``(logits, [aux logits, ...])``, all resized bilinearly to the input's size."""
-        logits, _, aux = self._run(x, with_aux=True)
+    @property
+    def has_aux(self) -> bool:
+        """Whether the model was built with auxiliary heads (``aux_loss=True``); training then adds their
+        loss (``SegModule``: main + aux_weight * each aux), so every parameter gets a gradient."""
+        return False
+
+    def forward_aux(self, x: Tensor, return_features: bool = False):
+        """``(logits, [aux logits, ...])``, all resized bilinearly to the input's size;
+        ``(logits, [aux logits, ...], features)`` with ``return_features=True`` (one pass)."""
+        logits, feats, aux = self._run(x, with_aux=True)
         size = x.shape[-2:]
-        up = [F.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in [logits, *aux]]
+        up = [
+            t if t.shape[-2:] == size else F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+            for t in [logits, *aux]
+        ]
+        if return_features:
+            return up[0], up[1:], feats
         return up[0], up[1:]
 
 

@@ -127,6 +127,10 @@ class DANet(AuxSegmentationModel):
             aux = [c(f) for c, f in zip(self.aux_classifiers, (pa, ca))]
         return logits, feats + [fused], aux
 
+    @property
+    def has_aux(self) -> bool:
+        return self.aux_classifiers is not None
+
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import UsageError
 from .base import SegmentationModel
-from .pretrained import create_timm_encoder, load_local_weights, local_weights_path
+from .pretrained import create_timm_encoder, input_adapter, load_local_weights, local_weights_path
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -55,6 +55,7 @@ class EncoderUNet(SegmentationModel):
     ) -> None:
         super().__init__()
         self.encoder = create_timm_encoder(encoder, encoder_pretrained, **encoder_kwargs)
+        self.input_norm = input_adapter(self.encoder)
         channels = list(self.encoder.feature_info.channels())
         reductions = list(self.encoder.feature_info.reduction())
         extra = int(round(math.log2(reductions[0]))) if reductions[0] > 1 else 0
@@ -73,7 +74,7 @@ class EncoderUNet(SegmentationModel):
         self.feature_channels = channels + decoder_channels
 
     def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        feats = list(self.encoder(x))
+        feats = list(self.encoder(self.input_norm(x)))
         skips = list(reversed(feats[:-1]))
         y = feats[-1]
         outs = []

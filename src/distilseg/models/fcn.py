@@ -47,6 +47,10 @@ class FCNResNet50(AuxSegmentationModel):
         aux = [self.aux_classifier(feats[2])] if with_aux and self.aux_classifier is not None else []
         return logits, feats + [head], aux
 
+    @property
+    def has_aux(self) -> bool:
+        return self.aux_classifier is not None
+
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
 

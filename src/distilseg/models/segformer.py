@@ -7,17 +7,17 @@ and returns the four encoder stages plus the decoder's fused map as features.
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import logging
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, UsageError
 from .base import SegmentationModel
-from .pretrained import LoadReport, hub_error, load_local_weights, local_weights_path
+from .pretrained import LoadReport, hf_offline_unless_reachable, hub_error, load_local_weights, local_weights_path
 from .registry import register_model
 
 log = logging.getLogger("distilseg.models")
@@ -58,18 +58,31 @@ class SegFormer(SegmentationModel):
         self.feature_channels = list(self.config.hidden_sizes) + [self.config.decoder_hidden_size]
 
     def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        out = self.net.segformer(x, output_hidden_states=True, return_dict=True)
-        states = list(out.hidden_states)  # 4 maps N x C_i x H/4..H/32 (reshape_last_stage=True)
-        head = self.net.decode_head
-        size = states[0].shape[2:]
-        projected = []
-        for state, proj in zip(states, head.linear_projections):  # mirrors SegformerDecodeHead.forward
-            n, _, h, w = state.shape
-            y = proj(state).transpose(1, 2).reshape(n, -1, h, w)
-            projected.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
-        fused = head.activation(head.batch_norm(head.linear_fuse(torch.cat(projected[::-1], dim=1))))
-        logits = head.classifier(head.dropout(fused))
-        return logits, states + [fused]
+        # Public API only: the model's own forward gives the logits and (output_hidden_states) the four
+        # encoder maps N x C_i x H/4..H/32; the decoder's fused map is the input of the classifier conv,
+        # taken with a forward pre-hook. (Re-implementing the decode head needed its projection list, a
+        # name that changed between transformers 4.x ``linear_c`` and 5.x ``linear_projections``.)
+        captured: list[Tensor] = []
+        handle = self.net.decode_head.classifier.register_forward_pre_hook(
+            lambda _module, args: captured.append(args[0])
+        )
+        try:
+            out = self.net(pixel_values=x, output_hidden_states=True, return_dict=True)
+        finally:
+            handle.remove()
+        states = list(out.hidden_states)[-4:]
+        return out.logits, states + captured[-1:]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # Artifacts saved under one transformers major version load under the other: the decode head's
+        # projection list is ``linear_c`` in 4.x and ``linear_projections`` in 5.x (same tensors).
+        names = {n for n, _ in self.net.decode_head.named_children()}
+        here = "linear_projections" if "linear_projections" in names else "linear_c"
+        other = "linear_c" if here == "linear_projections" else "linear_projections"
+        old = f"{prefix}net.decode_head.{other}."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[f"{prefix}net.decode_head.{here}." + key[len(old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.net.segformer.parameters())
@@ -82,9 +95,10 @@ def _load_pretrained_folder(model: SegFormer, spec: str, local: Path | None, num
 
     source = str(local) if local is not None else spec
     try:
-        src, info = SegformerForSemanticSegmentation.from_pretrained(
-            source, num_labels=num_classes, ignore_mismatched_sizes=True, output_loading_info=True
-        )
+        with hf_offline_unless_reachable() if local is None else contextlib.nullcontext():
+            src, info = SegformerForSemanticSegmentation.from_pretrained(
+                source, num_labels=num_classes, ignore_mismatched_sizes=True, output_loading_info=True
+            )
     except OSError as exc:
         if local is not None:
             raise CheckpointError(f"{local}: not a readable transformers SegFormer folder ({exc})") from exc

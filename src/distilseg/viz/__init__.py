@@ -18,6 +18,8 @@ __all__ = [
     "save_confusion",
     "save_curves",
     "save_legend",
+    "legend_strip",
+    "add_legend",
     "save_pareto",
 ]
 
@@ -26,6 +28,8 @@ _LAZY = {
     "save_confusion": ".confusion",
     "save_curves": ".curves",
     "save_legend": ".legend",
+    "legend_strip": ".legend",
+    "add_legend": ".legend",
     "save_pareto": ".pareto",
 }
 
