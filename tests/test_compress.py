@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-pytest.importorskip("distilseg.engine.train", reason="training engine not built yet")
-pytest.importorskip("distilseg.export.bench", reason="export not built yet")
+from test_train_support import TEST_PRESET
 
 from distilseg.cli import main  # noqa: E402
 from distilseg.distill.report import format_rows_markdown, per_class_table  # noqa: E402
@@ -18,7 +17,7 @@ ROWS = ["teacher", "student", "kd_student", "int8_kd_student"]
 
 def test_compress_runs_all_stages_then_skips_them(tmp_path, capsys):
     out = tmp_path / "c"
-    argv = ["compress", "--dataset", "synthetic", "--preset", "test", "--accelerator", "cpu", "--out", str(out)]
+    argv = ["compress", "--dataset", "synthetic", "--preset", TEST_PRESET, "--accelerator", "cpu", "--out", str(out)]
     assert main(argv) == 0
     first = capsys.readouterr().out
     summary = json.loads((out / "compress.json").read_text())

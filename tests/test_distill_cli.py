@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("distilseg.engine.train", reason="training engine not built yet")
-
 from distilseg.cli import build_parser, main  # noqa: E402
 from distilseg.engine.artifact import load_artifact, save_artifact  # noqa: E402
 from distilseg.io import safe_torch_load  # noqa: E402

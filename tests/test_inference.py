@@ -14,7 +14,7 @@ from torch import nn
 
 import distilseg
 from distilseg.cli import main
-from distilseg.engine import segmenter as segmod
+from distilseg.inference import base as segmod
 from distilseg.engine.artifact import save_artifact
 from distilseg.engine.inference import TTA, parse_tta, resolve_options
 from distilseg.engine.segmenter import Segmenter

@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_train_support import tiny_cfg  # noqa: E402
+from test_train_support import TEST_PRESET, tiny_cfg  # noqa: E402
 
 from distilseg.metrics import metrics_from_confusion  # noqa: E402
 
@@ -126,16 +126,16 @@ def _students() -> list[str]:
     return [m for m in list_models() if "student" in m]
 
 
-@pytest.mark.parametrize("preset", ["quick", "full", "test"])
+@pytest.mark.parametrize("preset", ["quick", "full", TEST_PRESET])
 def test_every_preset_builds_with_every_student(preset: str) -> None:
-    from distilseg.distill.compress import PRESETS, check_models
+    from distilseg.distill.compress import check_models, load_preset
 
     assert len(_students()) >= 2
     for student in _students():
         s = _compress_settings("--dataset", "synthetic", "--preset", preset, "--student-model", student,
                                "--teacher", "unused")  # only the student is built
-        if student == PRESETS[preset]["student_model"]:
-            assert s["student_args"] == PRESETS[preset]["student_args"]
+        if student == load_preset(preset)["student_model"]:
+            assert s["student_args"] == load_preset(preset)["student_args"]
         else:
             assert s["student_args"] == {}  # the preset's args were written for another model
         check_models(s, 7)
@@ -150,7 +150,7 @@ def test_compress_rejects_bad_student_args_before_any_stage(tmp_path: Path, caps
     from distilseg.cli import main
 
     out = tmp_path / "c"
-    code = main(["compress", "--dataset", "synthetic", "--preset", "test", "--accelerator", "cpu",
+    code = main(["compress", "--dataset", "synthetic", "--preset", TEST_PRESET, "--accelerator", "cpu",
                  "--student-model", "msa_unet_student", "--student-args", "stage_channels=[8,8]", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--student-model msa_unet_student" in err[0]
@@ -180,7 +180,7 @@ def test_compress_on_folder_dataset(tmp_path: Path) -> None:
 
     data = _folder_dataset(tmp_path / "data")
     out = tmp_path / "c"
-    assert main(["compress", "--dataset", "folder", "--root", str(data), "--preset", "test", "--accelerator", "cpu",
+    assert main(["compress", "--dataset", "folder", "--root", str(data), "--preset", TEST_PRESET, "--accelerator", "cpu",
                  "--dataset-args", "num_classes=5", "--no-ort-fp32", "--out", str(out)]) == 0
     summary = json.loads((out / "compress.json").read_text())
     assert [len(r["per_class"]) for r in summary["rows"]] == [5, 5, 5, 5]

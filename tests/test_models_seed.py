@@ -242,7 +242,6 @@ def test_unet_argument_checks_and_encoder_delegation():
         create_model("unet", 3, decoder_channels=(8, 8, 8, 8, 8))
     with pytest.raises(UsageError, match="depth"):
         create_model("unet", 3, depth=0)
-    pytest.importorskip("distilseg.models.encoder_unet")
     from distilseg.models.unet import UNet
 
     model = create_model("unet", 3, encoder="resnet18")

@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# the compress preset of the test suite (seconds, not meaningful numbers): a YAML file of the preset keys
+TEST_PRESET = str(Path(__file__).resolve().parent / "configs" / "compress_test.yaml")
+
 TINY = {
     "dataset": "synthetic",
     "dataset_args": {"num_images": 8, "size": [32, 48]},

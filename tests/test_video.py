@@ -100,3 +100,70 @@ def test_unreadable_video_is_one_line_error(art: Path, tmp_path: Path, capsys) -
     err = capsys.readouterr().err.strip()
     assert "broken.mp4" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out" / "broken_overlay.mp4").exists()
+
+
+def test_video_labels_nearest_vs_exact_and_frame_order(art: Path, tmp_path: Path) -> None:
+    """Video labels: argmax at network resolution + nearest upsampling (default), or exactly single-image
+    ``predict`` with ``upsample="bilinear"``; the pipeline keeps frame order and count."""
+    from distilseg import load
+    from distilseg.engine.video import open_video, segment_video
+
+    frames = _frames(6, 96, 128)
+    for i, f in enumerate(frames):  # a brightness ramp marks each frame's position
+        f[:8, :8] = 40 * i
+    clip = _write_clip(tmp_path / "clip.mp4", frames)
+    seg = load(art)
+    seg.set_inference(resize="fixed")
+    res = {}
+    for mode in ("nearest", "bilinear", "serial"):
+        r = segment_video(seg, open_video(clip), tmp_path / mode, "clip", save_labels=True, progress=False,
+                          upsample="nearest" if mode == "serial" else mode, batch_size=2, pipeline=mode != "serial")
+        assert r["frames"] == 6 and set(r["stages"]) >= {"decode", "network", "overlay", "encode"}
+        res[mode] = [np.asarray(Image.open(p)) for p in sorted((tmp_path / mode / "clip_labels").glob("*.png"))]
+    exact = seg.predict(_decode(clip)[0], batch_size=2)
+    assert all((a == b).all() for a, b in zip(res["bilinear"], exact))
+    assert all((a == b).all() for a, b in zip(res["nearest"], res["serial"]))  # threads change nothing
+    assert all(a.shape == (96, 128) for a in res["nearest"])
+    agree = np.mean([(a == b).mean() for a, b in zip(res["nearest"], res["bilinear"])])
+    assert agree > 0.9
+    out, _ = _decode(tmp_path / "nearest" / "clip_overlay.mp4")
+    corner = [float(f[:6, :6].mean()) for f in out]
+    assert len(out) == 6 and corner == sorted(corner) and corner[-1] - corner[0] > 60
+
+
+def test_label_upsampling_and_overlay_match_reference() -> None:
+    from distilseg.engine.video import _Painter, _resize_labels
+    from distilseg.viz import add_legend, overlay
+
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, K, (12, 20), dtype=np.uint8)
+    assert (_resize_labels(small, (36, 60)) == small.repeat(3, 0).repeat(3, 1)).all()
+    assert _resize_labels(small, (25, 41)).shape == (25, 41)
+    palette = np.array([[128, 64, 128], [0, 0, 142], [70, 130, 180]], dtype=np.uint8)
+    frame = rng.integers(0, 256, (36, 60, 3), dtype=np.uint8)
+    stages = {"upsample": 0.0, "overlay": 0.0}
+    for legend in (False, True):
+        got = _Painter(palette, 0.5, ["road", "car", "sky"], legend)(frame, small, stages)
+        ref = overlay(frame, small.repeat(3, 0).repeat(3, 1), palette, alpha=0.5)
+        if legend:
+            ref = add_legend(ref, ["road", "car", "sky"], palette, void=False, inside=True)
+        assert got.shape == frame.shape and np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_decode_error_mid_video_stops_pipeline(art: Path, tmp_path: Path) -> None:
+    import threading
+
+    from distilseg import load
+    from distilseg.engine.video import FrameSource, segment_video
+    from distilseg.errors import DataError
+
+    def frames():
+        for i, f in enumerate(_frames(5, 32, 48)):
+            if i == 3:
+                raise DataError("clip.mp4: cannot decode frame 4 (test)")
+            yield i, f
+
+    before = threading.active_count()
+    with pytest.raises(DataError, match="frame 4"):
+        segment_video(load(art), FrameSource("clip.mp4", frames, 5, Fraction(10)), tmp_path, "clip", progress=False)
+    assert not list(tmp_path.glob("*.mp4")) and threading.active_count() == before

@@ -1,7 +1,7 @@
 """distilseg: semantic segmentation teachers, distilled students, deployment and exact evaluation."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__", "load", "create_model"]
 
@@ -11,7 +11,7 @@ def load(path, device: str = "cpu"):
 
     Returns a ``Segmenter`` whose ``.predict(images)`` gives class maps at each input's own size.
     """
-    from .engine.segmenter import load as _load
+    from .inference import load as _load
 
     return _load(path, device=device)
 

@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import DistilsegError, RunInterrupted
 
 # Lightning's info chatter ("GPU available: ...", tips) goes to stderr, where our one-line errors go: keep
@@ -41,13 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # an area not built yet must not break the others
-            if exc.name == name:
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 

@@ -327,3 +327,14 @@ def collate_segmentation(batch: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = values
     return out
+
+
+# The adapter table: here, below the adapters, so that they register without importing ``registry``
+# (which imports them): ``registry`` reads it, the adapters' modules fill it.
+_REGISTRY: dict[str, type[SegDataset]] = {}
+
+
+def register_dataset(cls: type[SegDataset]) -> type[SegDataset]:
+    """Class decorator: adds an adapter under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls

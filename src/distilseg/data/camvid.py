@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Sample, SegDataset
-from .registry import register_dataset
+from .base import register_dataset
 from .tables import apply_lut, camvid_table
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from .base import Sample, SegDataset
-from .registry import register_dataset
+from .base import register_dataset
 from .tables import apply_lut, cityscapes_misc20_table, cityscapes_table
 
 IMG_SUFFIX = "_leftImg8bit"

@@ -56,7 +56,7 @@ def _split_folders(root: Path) -> list[Path]:
         return (d / "images").is_dir() and (d / "masks").is_dir()
 
     return ([root] if ok(root) else []) + [d for d in sorted(root.iterdir()) if d.is_dir() and ok(d)]
-from .registry import register_dataset
+from .base import register_dataset
 from .tables import IGNORE, ColorDecoder, apply_lut, make_lut
 
 

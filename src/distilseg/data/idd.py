@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import DataError, UsageError
 from .base import IMAGE_EXTENSIONS, Sample, SegDataset
 from .cityscapes import official_pairs
-from .registry import register_dataset
+from .base import register_dataset
 from .tables import ColorDecoder, apply_lut, idd_levels, idd_rgb_table, make_lut
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Sample, SegDataset
-from .registry import register_dataset
+from .base import register_dataset
 from .tables import IGNORE, apply_lut, make_lut, oxford_pet_table
 
 PALETTE = np.array([[220, 20, 60], [0, 0, 0], [255, 255, 255]], dtype=np.uint8)

@@ -5,15 +5,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import DataError, UsageError
-from .base import SegDataset
-
-_REGISTRY: dict[str, type[SegDataset]] = {}
-
-
-def register_dataset(cls: type[SegDataset]) -> type[SegDataset]:
-    """Class decorator: adds an adapter under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+from .base import _REGISTRY, SegDataset, register_dataset  # noqa: F401 - register_dataset re-exported
 
 
 def _load_builtin() -> None:

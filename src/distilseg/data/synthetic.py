@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import UsageError
 from .base import Sample, SegDataset
-from .registry import register_dataset
+from .base import register_dataset
 
 CLASSES = ["sky", "road", "sidewalk", "building", "vegetation", "car", "person"]
 SKY, ROAD, SIDEWALK, BUILDING, VEGETATION, CAR, PERSON = range(7)

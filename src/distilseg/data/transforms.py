@@ -20,20 +20,13 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
+from ..checks import size_pair
 from ..errors import UsageError
 from .base import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 
 def _size(img_size: Sequence[int] | int, what: str) -> tuple[int, int]:
-    if isinstance(img_size, int):
-        img_size = (img_size, img_size)
-    try:
-        h, w = (int(v) for v in img_size)
-    except (TypeError, ValueError):
-        raise UsageError(f"{what}: img_size must be (H, W), not {img_size!r}") from None
-    if h <= 0 or w <= 0:
-        raise UsageError(f"{what}: img_size must be positive, not {img_size!r}")
-    return h, w
+    return size_pair(img_size, f"{what}: img_size")  # type: ignore[return-value]
 
 
 class SegTransform:
@@ -152,13 +145,13 @@ class EvalTransform:
     """
 
     def __init__(self, img_size: tuple[int, int] | None, mean: Sequence[float], std: Sequence[float]) -> None:
-        from ..preprocess import normalization_tensors
+        from ..inference.preprocess import normalization_tensors
 
         self.img_size = img_size
         self.mean, self.std = normalization_tensors(mean, std)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, **_: Any) -> dict[str, Any]:
-        from ..preprocess import image_to_input
+        from ..inference.preprocess import image_to_input
 
         x = image_to_input(np.asarray(image), self.img_size, self.mean, self.std)[0].contiguous()
         if mask is None:

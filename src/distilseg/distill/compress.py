@@ -13,12 +13,12 @@ Layout: ``teacher/``, ``student/`` (baseline, no KD), ``kd_student/`` (training 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+
 
 from ..errors import UsageError
 from ..io import atomic_write_json
@@ -32,192 +32,15 @@ ROWS = (  # (name, label)
     ("int8_kd_student", "INT8 KD student"),
 )
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # Finishes on 2 CPU cores in minutes: synthetic scenes at 96x128, a 0.44M-parameter teacher, a 21k student.
-    "quick": {
-        "img_size": [96, 128],
-        "dataset_args": {},
-        "teacher_model": "lite_student",
-        "teacher_args": {},
-        "student_model": "lite_student",
-        "student_args": {"stem_channels": 8, "stage_channels": [16, 32], "decoder_channels": 16,
-                         "stage3_dilations": [2, 4, 8]},
-        "teacher_epochs": 10,
-        "epochs": 8,
-        "batch_size": 8,
-        "lr": 2e-3,
-        "scheduler": "cosine",
-        "augment": True,
-        "kd": "cwd@T=4:3,logits@T=2:1",  # tuned: KD >= baseline on synthetic (see report)
-        "hard_weight": 1.0,
-        "calibration_images": 32,
-        "bench_runs": 20,
-        "bench_warmup": 3,
-        "eval_batch_size": 8,
-    },
-    # Real runs (e.g. CamVid on a GPU): the original system's schedule and KD setting.
-    "full": {
-        "img_size": [360, 480],
-        "dataset_args": {},
-        "teacher_model": "msa_unet",
-        "teacher_args": {},
-        "student_model": "msa_unet_student",
-        "student_args": {},
-        "teacher_epochs": 100,
-        "epochs": 100,
-        "batch_size": 8,
-        "lr": 1e-3,
-        "scheduler": "exponential",
-        "augment": True,
-        "kd": "original",
-        "hard_weight": None,
-        "calibration_images": 64,
-        "bench_runs": 50,
-        "bench_warmup": 5,
-        "eval_batch_size": 4,
-    },
-    # Internal (tests): seconds, not meaningful numbers.
-    "test": {
-        "img_size": [32, 48],
-        "dataset_args": {"num_images": 6, "size": [32, 48]},
-        "teacher_model": "unet",
-        "teacher_args": {"depth": 2, "base_width": 4},
-        "student_model": "lite_student",
-        "student_args": {"stem_channels": 4, "stage_channels": [8, 8], "stage2_dilations": [2],
-                         "stage3_dilations": [2], "decoder_channels": 8},
-        "teacher_epochs": 1,
-        "epochs": 1,
-        "batch_size": 3,
-        "lr": 1e-3,
-        "scheduler": "none",
-        "augment": False,
-        "kd": "logits@T=4:0.5",
-        "hard_weight": 1.0,
-        "calibration_images": 2,
-        "bench_runs": 2,
-        "bench_warmup": 0,
-        "eval_batch_size": 3,
-    },
-}
+from .compress_settings import (  # noqa: F401 - re-exported: presets, flags and settings live there
+    PRESET_DIR, PRESETS, build_compress_parser, check_models, load_preset, settings_from_args,
+)
 
 
 def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .losses import KD_SPEC_HELP
-
-    p = subparsers.add_parser(
-        "compress",
-        help="teacher -> student -> KD student -> INT8, with accuracy/latency report",
-        description="One-command compression pipeline: train the teacher (or take --teacher), train the student "
-        "without KD (baseline), distill it with the same schedule, export the KD student to ONNX and INT8 "
-        "(calibrated on training images), evaluate all on the validation split, measure CPU latency, and write "
-        "compress.json, report.md, report.html and pareto.png to --out. Finished stages are skipped on a re-run, "
-        "so an interrupted run continues.",
-    )
-    p.add_argument("--dataset", required=True, help="dataset name (see `distilseg datasets`)")
-    p.add_argument("--root", default=None, metavar="PATH", help="dataset root folder")
-    p.add_argument("--dataset-args", nargs="*", default=None, metavar="K=V", help="extra dataset options")
-    p.add_argument("--teacher", default=None, metavar="DIR|zoo:NAME", help="use this trained teacher (skips stage 1)")
-    p.add_argument("--teacher-model", default=None, metavar="NAME", help="teacher architecture to train")
-    p.add_argument("--teacher-args", nargs="*", default=None, metavar="K=V", help="teacher constructor options")
-    p.add_argument("--student-model", default=None, metavar="NAME",
-                   help="student architecture (default: the preset's)")
-    p.add_argument("--student-args", nargs="*", default=None, metavar="K=V", help="student constructor options")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), metavar="{quick,full}",
-                   help="schedule and model sizes: quick (minutes on a CPU, synthetic-sized) or full (real runs)")
-    p.add_argument("--img-size", nargs=2, type=int, default=None, metavar=("H", "W"), help="training/inference size")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of each student stage (default: preset's)")
-    p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: preset's)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--kd", default=None, metavar="SPEC", help=KD_SPEC_HELP)
-    p.add_argument("--hard-weight", type=float, default=None, metavar="W", help="task loss weight in the KD stage")
-    p.add_argument("--precision", default=None, choices=("32", "16-mixed", "bf16-mixed"))
-    p.add_argument("--accelerator", default=None, choices=("auto", "cpu", "gpu"), help="training device")
-    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default 0)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
-    p.add_argument("--bench-runs", type=int, default=None)
-    p.add_argument("--calibration-images", type=int, default=None)
-    p.add_argument("--no-ort-fp32", action="store_true", help="skip the onnxruntime fp32 row of the KD student")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p = build_compress_parser(subparsers)
     p.set_defaults(func=run_compress)
     return p
-
-
-def _kv_list(items: list[str] | None, flag: str) -> dict[str, Any] | None:
-    if items is None:
-        return None
-    from ..engine.evaluate import parse_key_values
-
-    return parse_key_values(items, flag)
-
-
-def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The preset with every explicitly given flag applied on top."""
-    s = copy.deepcopy(PRESETS[args.preset])
-    s["preset"] = args.preset
-    s["dataset"] = args.dataset
-    s["root"] = args.root
-    # A preset's model args were written for the preset's model: another --teacher-model / --student-model
-    # starts from its own defaults (plus --teacher-args / --student-args).
-    for role in ("teacher", "student"):
-        name = getattr(args, f"{role}_model", None)
-        if name is not None and name != s[f"{role}_model"]:
-            s[f"{role}_args"] = {}
-    overrides = {
-        "dataset_args": _kv_list(args.dataset_args, "--dataset-args"),
-        "teacher_model": args.teacher_model,
-        "teacher_args": _kv_list(args.teacher_args, "--teacher-args"),
-        "student_model": args.student_model,
-        "student_args": _kv_list(args.student_args, "--student-args"),
-        "img_size": list(args.img_size) if args.img_size else None,
-        "epochs": args.epochs,
-        "teacher_epochs": args.teacher_epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "kd": args.kd,
-        "hard_weight": args.hard_weight,
-        "calibration_images": args.calibration_images,
-        "bench_runs": args.bench_runs,
-    }
-    for k, v in overrides.items():
-        if v is not None:
-            s[k] = v
-    if args.teacher_model is not None and args.teacher is not None:
-        raise UsageError("give --teacher DIR or --teacher-model NAME, not both")
-    if args.kd is not None and args.hard_weight is None:
-        s["hard_weight"] = None  # the spec's preset (or 1) decides
-    s["teacher"] = args.teacher
-    s["precision"] = args.precision or "32"
-    s["accelerator"] = args.accelerator or "auto"
-    s["num_workers"] = 0 if args.num_workers is None else int(args.num_workers)
-    s["seed"] = 42 if args.seed is None else int(args.seed)
-    s["threads"] = args.threads
-    s["ort_fp32"] = not args.no_ort_fp32
-    for key in ("epochs", "teacher_epochs", "batch_size", "calibration_images", "bench_runs"):
-        if int(s[key]) < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
-    if min(s["img_size"]) < 1:
-        raise UsageError(f"--img-size must be positive, got {s['img_size']}")
-    return s
-
-
-def check_models(settings: dict[str, Any], num_classes: int) -> None:
-    """Build the teacher (unless ``--teacher`` is given) and the student with their args, on the CPU, without
-    pretrained weights; a model that rejects its args is a ``UsageError`` naming the flag."""
-    from ..models import create_model
-
-    roles = ["student"] if settings.get("teacher") else ["teacher", "student"]
-    for role in roles:
-        name = settings[f"{role}_model"]
-        args = {k: v for k, v in dict(settings.get(f"{role}_args") or {}).items() if k != "pretrained"}
-        try:
-            create_model(name, int(num_classes), **args)
-        except (TypeError, ValueError, UsageError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UsageError(
-                f"--{role}-model {name} with {role} args {args}: {msg}; fix --{role}-args"
-            ) from exc
 
 
 class Compressor:
@@ -275,25 +98,17 @@ class Compressor:
 
     # -- training -----------------------------------------------------------------------------------
     def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int) -> dict[str, Any]:
-        from ..engine.train import add_train_arguments, resolve_config
+        """The stage's training configuration, built directly (``engine.config``) and validated there."""
+        from ..engine.config import TrainConfig
 
         s = self.s
-        argv = [
-            "--dataset", s["dataset"], "--model", model, "--out", str(out),
-            "--img-size", str(s["img_size"][0]), str(s["img_size"][1]),
-            "--epochs", str(epochs), "--batch-size", str(s["batch_size"]), "--lr", str(s["lr"]),
-            "--scheduler", s["scheduler"], "--precision", s["precision"], "--accelerator", s["accelerator"],
-            "--num-workers", str(s["num_workers"]), "--seed", str(s["seed"]), "--resume", "--no-progress",
-        ]
-        if s["root"]:
-            argv += ["--root", str(s["root"])]
-        if not s["augment"]:
-            argv.append("--no-augment")
-        parser = add_train_arguments(argparse.ArgumentParser(prog="distilseg compress (train stage)"))
-        cfg = resolve_config(parser.parse_args(argv))
-        cfg["model_args"] = dict(model_args)
-        cfg["dataset_args"] = dict(s["dataset_args"])
-        return cfg
+        return TrainConfig.from_dict(dict(
+            dataset=s["dataset"], root=str(s["root"]) if s["root"] else None, dataset_args=dict(s["dataset_args"]),
+            model=model, model_args=dict(model_args), out=str(out), img_size=list(s["img_size"]), epochs=int(epochs),
+            batch_size=int(s["batch_size"]), lr=float(s["lr"]), scheduler=s["scheduler"], precision=s["precision"],
+            accelerator=s["accelerator"], num_workers=int(s["num_workers"]), seed=int(s["seed"]),
+            augment=bool(s["augment"]), resume=True, progress=False,
+        )).to_dict()
 
     def _train(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, distiller=None) -> dict:
         from ..engine.train import run_training
@@ -304,16 +119,14 @@ class Compressor:
 
     def teacher_dir(self) -> Path:
         if self.s.get("teacher"):
-            from ..engine.segmenter import resolve_artifact_dir
-            from ..zoo import is_zoo_ref, resolve_zoo
+            from ..inference.segmenter import resolve_artifact_dir
 
-            ref = self.s["teacher"]
-            return resolve_artifact_dir(resolve_zoo(ref) if is_zoo_ref(ref) else Path(ref))
+            return resolve_artifact_dir(self.s["teacher"])
         return self.out / "teacher" / "best"
 
     def stage_teacher(self) -> None:
         if self.s.get("teacher"):
-            from ..engine.artifact import read_config
+            from ..artifact import read_config
 
             path = self.teacher_dir()
             n = int(read_config(path)["num_classes"])
@@ -332,15 +145,13 @@ class Compressor:
 
     def stage_kd_student(self) -> None:
         def run() -> dict[str, Any]:
-            from .commands import build_distiller
+            from .api import build_distiller, write_distill_record
 
             cfg = self._train_cfg(self.s["student_model"], self.s["student_args"], self.out / "kd_student",
                                   int(self.s["epochs"]))
-            distiller, _ = build_distiller(cfg, str(self.teacher_dir()), self.s["kd"], self.s["hard_weight"])
+            distiller, tconf = build_distiller(cfg, str(self.teacher_dir()), self.s["kd"], self.s["hard_weight"])
             self.s["hard_weight_used"] = distiller.hard_weight
-            atomic_write_json(self.out / "kd_student" / "distill.json", {
-                "teacher": str(self.teacher_dir()), "kd": self.s["kd"], "hard_weight": distiller.hard_weight,
-                "terms": [[n, w, o] for n, w, o in distiller.terms_spec]})
+            write_distill_record(self.out / "kd_student", str(self.teacher_dir()), tconf, self.s["kd"], distiller)
             from ..engine.train import run_training
 
             run_training(cfg, distiller=distiller)
@@ -397,7 +208,7 @@ class Compressor:
 
             def run(ckpt: str = ckpt, path: Path = path) -> dict[str, Any]:
                 from ..engine.evaluate import evaluate_model
-                from ..engine.segmenter import load
+                from ..inference.segmenter import load
 
                 metrics, _, _ = evaluate_model(load(ckpt), self._eval_dataset(),
                                                batch_size=int(self.s["eval_batch_size"]), progress=False,
@@ -424,7 +235,7 @@ class Compressor:
 
     # -- summary and report ----------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        from ..engine.artifact import read_config
+        from ..artifact import read_config
 
         rows, extra = [], []
         kd_params = None
@@ -497,7 +308,7 @@ class Compressor:
         """Before any stage: the dataset's class count as configured (options included) and every model this
         run will build, built once with that count, so a bad combination fails now, not after hours of
         teacher training."""
-        from .commands import dataset_num_classes
+        from .api import dataset_num_classes
 
         self.num_classes = dataset_num_classes(self.s["dataset"], self.s["root"], self.s["dataset_args"])
         check_models(self.s, self.num_classes)

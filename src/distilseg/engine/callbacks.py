@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from ..io import atomic_write, atomic_write_text
-from .artifact import save_artifact
+from ..artifact import save_artifact
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_mIoU", "lr", "skipped_nonfinite")
 LAST_CKPT = "last.ckpt"
@@ -147,10 +147,8 @@ class RunRecorder(Checkpoint):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self.history:
-            try:
-                from ..viz import save_curves
-            except ImportError:
-                return
+            from ..viz import save_curves
+
             save_curves(self.history, self.out / "curves.png")
 
     # -- atomic resume state ---------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def run_demo(out: str | Path, epochs: int | None = None, progress: bool = True,
     from ..data import create_dataset
     from ..viz import add_legend, colorize, overlay, save_confusion, save_grid
     from .evaluate import evaluate_model
-    from .segmenter import load
+    from ..inference import load
     from .train import run_training
 
     out = Path(out)

@@ -58,6 +58,7 @@ def evaluate_model(
     tta: Any = None,
     progress: bool = True,
     num_samples_png: int = 4,
+    source: Any = None,
 ) -> tuple[dict[str, Any], np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Score ``segmenter`` on every sample of ``dataset`` at the mask's native size.
 
@@ -72,9 +73,10 @@ def evaluate_model(
 
     num_classes = int(segmenter.num_classes)
     ds_classes = getattr(dataset, "num_classes", None)
-    if ds_classes is not None and int(ds_classes) != num_classes:
+    if ds_classes is not None and int(ds_classes) != num_classes:  # the one class-count check of eval
+        where = f"{source}: " if source else ""
         raise UsageError(
-            f"model predicts {num_classes} classes but dataset {getattr(dataset, 'name', '')!r} has {ds_classes}"
+            f"{where}model has {num_classes} classes but dataset {getattr(dataset, 'name', '')!r} has {ds_classes}"
         )
     ignore = int(getattr(dataset, "ignore_index", 255))
     n = len(dataset)
@@ -158,7 +160,7 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a model at the labels' native resolution and write metrics.json, per_class.md, "
         "confusion.png and samples.png to --out.",
     )
-    from .inference import add_inference_arguments
+    from ..inference.options import add_inference_arguments
 
     add_checkpoint_argument(p)
     p.add_argument("--dataset", required=True, help="dataset name (see `distilseg datasets`)")
@@ -198,26 +200,21 @@ def apply_img_size(segmenter: Any, img_size: list[int] | None) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from ..data import create_dataset
     from ..io import ensure_output_dir
-    from .segmenter import load
+    from ..inference.segmenter import load
 
     ensure_output_dir(args.out, create=False)  # before scoring the whole split, not after
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
     segmenter = load(args.checkpoint, device=args.device)
     apply_img_size(segmenter, args.img_size)
-    from .inference import options_from_args
+    from ..inference.options import options_from_args
 
     segmenter.set_inference(**options_from_args(args))
     options = parse_key_values(args.dataset_args)
     dataset = create_dataset(args.dataset, root=args.root, split=args.split, **options)
-    if int(dataset.num_classes) != int(segmenter.num_classes):
-        raise UsageError(
-            f"{args.checkpoint}: model has {segmenter.num_classes} classes but dataset {args.dataset!r} has "
-            f"{dataset.num_classes}"
-        )
     metrics, cm, samples = evaluate_model(
         segmenter, dataset, batch_size=args.batch_size, progress=not args.no_progress,
-        num_samples_png=args.samples,
+        num_samples_png=args.samples, source=args.checkpoint,
     )
     write_report(Path(args.out), metrics, cm, samples, list(dataset.classes), np.asarray(dataset.palette),
                  legend=not args.no_legend)

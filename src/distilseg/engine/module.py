@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import TrainingError
-from ..preprocess import resize_scores
+from ..inference.preprocess import resize_scores
 from .optim import build_optimizer, build_param_groups, build_scheduler
 
 

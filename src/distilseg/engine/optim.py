@@ -32,17 +32,14 @@ _NORM_TYPES = (
 
 def encoder_parameter_ids(model: nn.Module) -> set[int]:
     """Ids of the encoder's parameters (empty when the model has no separable pretrained encoder)."""
+    from ..models.pretrained import encoder_parameters
+
     try:
-        from ..models.pretrained import encoder_parameters  # type: ignore[attr-defined]
-    except ImportError:
-        encoder_parameters = None
-    if encoder_parameters is not None:
-        try:
-            ids = {id(p) for p in encoder_parameters(model)}
-        except (TypeError, ValueError, AttributeError):
-            ids = set()
-        if ids:
-            return ids
+        ids = {id(p) for p in encoder_parameters(model)}
+    except (TypeError, ValueError, AttributeError):
+        ids = set()
+    if ids:
+        return ids
     encoder = getattr(model, "encoder", None)
     if isinstance(encoder, nn.Module):
         return {id(p) for p in encoder.parameters()}

@@ -109,7 +109,7 @@ def _output_stems(files: list[Path]) -> list[str]:
 def register_predict(subparsers: argparse._SubParsersAction) -> None:
     """Add ``distilseg predict``."""
     from .evaluate import add_checkpoint_argument
-    from .inference import add_inference_arguments
+    from ..inference.options import add_inference_arguments
 
     p = subparsers.add_parser(
         "predict",
@@ -153,8 +153,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..io import ensure_output_dir
     from ..viz import add_legend, colorize, overlay, save_legend
     from .evaluate import apply_img_size
-    from .inference import options_from_args
-    from .segmenter import load, read_image
+    from ..inference.options import options_from_args
+    from ..inference.segmenter import load, read_image
     from .video import frame_folder_source, is_video_file, open_video, segment_video
 
     ensure_output_dir(args.out, create=False)  # before any work

@@ -18,7 +18,7 @@ def __getattr__(name: str):  # lazy re-exports
 
         return quantize_int8
     if name == "OnnxSegmenter":
-        from .onnx_runtime import OnnxSegmenter
+        from ..inference.onnx_backend import OnnxSegmenter
 
         return OnnxSegmenter
     if name == "benchmark":

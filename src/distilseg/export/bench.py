@@ -99,7 +99,7 @@ def _resolve(
     if onnx_path is not None:
         if not onnx_path.is_file():
             raise UsageError(f"{onnx_path}: no such ONNX file")
-        from .onnx_runtime import read_sidecar
+        from ..inference.onnx_backend import read_sidecar
 
         side = read_sidecar(onnx_path)
         return None, onnx_path, str(side.get("architecture") or onnx_path.stem), onnx_path.stat().st_size / 1e6, side
@@ -228,7 +228,7 @@ def _measure_ort(
     batch: int,
     spinning: bool | None,
 ) -> dict[str, Any]:
-    from .onnx_runtime import make_session, read_sidecar, run_logits
+    from ..inference.onnx_backend import make_session, read_sidecar, run_logits
 
     with tempfile.TemporaryDirectory(prefix="distilseg-bench-") as td:
         if onnx_path is None:

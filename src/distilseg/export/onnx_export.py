@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointError, UsageError
 from ..io import atomic_write, atomic_write_json
-from .onnx_runtime import make_session, run_logits, sidecar_path
+from ..inference.onnx_backend import make_session, run_logits, sidecar_path
 from .sources import IMAGENET_MEAN, IMAGENET_STD, parse_size, preprocess
 
 __all__ = ["LogitsOnly", "export_onnx", "check_onnx", "synthetic_images", "build_sidecar", "DEFAULT_OPSET"]
@@ -77,7 +77,7 @@ def build_sidecar(
     names = config.get("class_names") or [f"class_{i}" for i in range(num_classes)]
     palette = config.get("palette")
     if palette is None:
-        from ..engine.segmenter import default_palette
+        from ..viz.palette import default_palette
 
         palette = default_palette(num_classes)
     return {
@@ -219,7 +219,7 @@ def check_onnx(
     Returns ``max_abs_logit_diff`` (over all logits), ``pixel_agreement`` (fraction of pixels whose argmax
     class is the same), ``num_images`` and ``source``.
     """
-    from .onnx_runtime import read_sidecar
+    from ..inference.onnx_backend import read_sidecar
 
     side = read_sidecar(onnx_path)
     session = make_session(onnx_path, providers=["CPUExecutionProvider"])
@@ -365,7 +365,7 @@ def export_checkpoint(
                 f"{src} image(s): {problem}; not written (--tolerance / --min-agreement to accept more, "
                 f"--no-check to keep it anyway)"
             )
-        from .onnx_runtime import read_sidecar
+        from ..inference.onnx_backend import read_sidecar
 
         side = read_sidecar(out)
         side["check"] = check

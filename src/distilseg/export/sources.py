@@ -7,49 +7,21 @@ or the agreement numbers they report would compare different inputs.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, DataError, UsageError
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, normalization  # noqa: F401 - re-exported
-from ..preprocess import image_to_input, normalization_tensors
-
-
-def resolve_artifact_dir(ref: str | os.PathLike) -> Path:
-    """``DIR`` (an artifact, or a training output holding ``best/``) or ``zoo:NAME`` -> artifact folder."""
-    from ..zoo import is_zoo_ref, resolve_zoo
-
-    path = resolve_zoo(str(ref)) if is_zoo_ref(str(ref)) else Path(ref)
-    if (path / "config.json").is_file():
-        return path
-    if (path / "best" / "config.json").is_file():
-        return path / "best"
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint folder")
-    raise CheckpointError(f"{path}: not a model artifact (no config.json, nor best/config.json)")
-
-
-def find_onnx(ref: str | os.PathLike) -> Path | None:
-    """The ONNX file ``ref`` names: a ``.onnx`` path, or a zoo entry / folder that holds exactly one."""
-    from ..zoo import is_zoo_ref, resolve_zoo
-
-    s = str(ref)
-    if s.endswith(".onnx"):
-        return Path(s)
-    path = resolve_zoo(s) if is_zoo_ref(s) else Path(s)
-    if path.is_dir() and not (path / "config.json").is_file() and not (path / "best" / "config.json").is_file():
-        found = sorted(path.glob("*.onnx"))
-        if len(found) == 1:
-            return found[0]
-    return None
+from ..errors import DataError, UsageError
+from ..checks import size_pair
+from ..inference.segmenter import find_onnx, resolve_artifact_dir  # noqa: F401 - re-exported
+from ..inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalization  # noqa: F401 - re-exported
+from ..inference.preprocess import image_to_input, normalization_tensors
 
 
 def load_torch_model(ref: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Load an artifact (``DIR`` or ``zoo:NAME``) in eval mode with its config."""
-    from ..engine.artifact import load_artifact
+    from ..artifact import load_artifact
 
     model, config = load_artifact(resolve_artifact_dir(ref))
     model.eval()
@@ -57,12 +29,8 @@ def load_torch_model(ref: str | os.PathLike) -> tuple[torch.nn.Module, dict[str,
 
 
 def parse_size(size: Sequence[int] | None, what: str = "--img-size") -> tuple[int, int] | None:
-    """Validate an ``(H, W)`` pair of positive ints (None stays None)."""
-    if size is None:
-        return None
-    if len(size) != 2 or any(int(s) != s or int(s) < 1 for s in size):
-        raise UsageError(f"{what} needs two positive integers H W, got {list(size)}")
-    return int(size[0]), int(size[1])
+    """Validate an ``(H, W)`` pair of positive ints (None stays None): ``checks.size_pair``."""
+    return size_pair(size, what, allow_none=True)
 
 
 def preprocess(

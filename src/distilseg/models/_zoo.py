@@ -1,5 +1,4 @@
 """Imports every model module so that each registers itself. Add a line per new model module."""
-# Each import is guarded only against the module not existing yet (during development).
 import importlib
 
 for _name in (
@@ -13,8 +12,4 @@ for _name in (
     "segformer",
     "fpn",
 ):
-    try:
-        importlib.import_module(f"{__package__}.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"{__package__}.{_name}":
-            raise
+    importlib.import_module(f"{__package__}.{_name}")

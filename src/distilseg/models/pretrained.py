@@ -5,8 +5,13 @@ Why one module: every library-backed model accepts the same ``pretrained=`` form
 reached (a ``CheckpointError`` that says how to pass a local file instead), and loading encoder-only
 weights into a segmentation model must say which keys were left out instead of failing silently.
 
-Nothing here sets environment variables: offline use is the user's ``HF_HUB_OFFLINE=1`` (or no network),
+Nothing here sets environment variables: offline use is the user's ``HF_HUB_OFFLINE=1`` (or no network);
+when a hub host cannot be reached the call runs in the hub's offline mode (cache only) so it fails at once,
 and any library connection error becomes a ``CheckpointError``.
+
+Why this file is long: it holds every source of pretrained weights (local files, timm, torchvision,
+transformers and the offline-fallback probe they share) so that they fail, report and fall back the same way;
+one module per source would scatter those shared rules. The offline EfficientNet-Lite provider is its own module.
 """
 from __future__ import annotations
 

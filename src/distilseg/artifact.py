@@ -1,0 +1,191 @@
+"""Model artifacts: a folder with ``model.safetensors`` (weights) and ``config.json`` (how to rebuild).
+
+Why this format: safetensors cannot carry code, so loading an artifact never unpickles anything, and the
+JSON says everything a user (or ``predict`` / ``export``) needs: classes, palette, normalization, size.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._version import __version__
+from .errors import CheckpointError
+from .io import atomic_write, atomic_write_json
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+REQUIRED_KEYS = ("architecture", "num_classes")
+
+
+def save_artifact(directory: str | Path, model: nn.Module, config: dict[str, Any], half: bool = False) -> Path:
+    """Write weights then config, each atomically; the config is written last so that a folder with a
+    ``config.json`` always has matching weights."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = dict(config)
+    config.setdefault("architecture", getattr(model, "distilseg_arch", None))
+    config.setdefault("model_args", getattr(model, "distilseg_args", {}))
+    config.setdefault("distilseg_version", __version__)
+    missing = [k for k in REQUIRED_KEYS if config.get(k) is None]
+    if missing:
+        raise ValueError(f"artifact config lacks {missing}")
+    state = {}
+    for k, v in model.state_dict().items():
+        t = v.detach().cpu()
+        if half and t.is_floating_point():
+            t = t.half()
+        state[k] = t.contiguous()
+    _dedupe_shared(state)
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write_json(directory / CONFIG_NAME, _jsonable(config))
+    return directory
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not a model artifact (no {CONFIG_NAME})")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of settings, got {type(config).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise CheckpointError(f"{path}: missing keys {missing}")
+    check_config(config, path)
+    return config
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_config(config: dict[str, Any], path: str | Path) -> None:
+    """Types and ranges of an artifact's ``config.json``: a wrong one is a ``CheckpointError`` naming the
+    file and the key (instead of a traceback deep inside model building or prediction)."""
+
+    def bad(key: str, want: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {key} must be {want}, got {config[key]!r}")
+
+    if not isinstance(config["architecture"], str) or not config["architecture"]:
+        raise bad("architecture", "a model name")
+    if not _is_int(config["num_classes"]) or config["num_classes"] < 1:
+        raise bad("num_classes", "a positive integer")
+    k = config["num_classes"]
+    if config.get("model_args") is not None and not isinstance(config["model_args"], dict):
+        raise bad("model_args", "a JSON object of the model's arguments")
+    names = config.get("class_names")
+    if names is not None and not (isinstance(names, list) and len(names) == k
+                                  and all(isinstance(n, str) for n in names)):
+        raise bad("class_names", f"a list of {k} names")
+    pal = config.get("palette")
+    if pal is not None and not (isinstance(pal, list) and len(pal) >= k and all(
+            isinstance(c, list) and len(c) == 3 and all(_is_int(x) and 0 <= x <= 255 for x in c) for c in pal)):
+        raise bad("palette", f"a list of {k} [R, G, B] colors (0-255)")
+    for key in ("mean", "std"):
+        v = config.get(key)
+        if v is not None and not (isinstance(v, list) and len(v) == 3 and all(_is_num(x) for x in v)
+                                  and (key == "mean" or all(x > 0 for x in v))):
+            raise bad(key, "a list of 3 numbers" + (" above 0" if key == "std" else ""))
+    size = config.get("input_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(_is_int(x) and x > 0 for x in size)):
+        raise bad("input_size", "two positive integers [H, W]")
+    if config.get("ignore_index") is not None and not _is_int(config["ignore_index"]):
+        raise bad("ignore_index", "an integer")
+
+
+def load_artifact(directory: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from ``config.json`` and load ``model.safetensors`` into it (strictly)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .models import create_model
+
+    directory = Path(directory)
+    config = read_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: no {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{weights}: not a valid safetensors file ({exc}); artifacts are never read as pickles"
+        ) from exc
+    from .errors import UsageError
+
+    try:
+        model = create_model(config["architecture"], int(config["num_classes"]), **(config.get("model_args") or {}))
+    except (UsageError, TypeError, ValueError, KeyError) as exc:  # unknown architecture, misspelled argument
+        raise CheckpointError(
+            f"{directory / CONFIG_NAME}: architecture {config['architecture']!r} with model_args "
+            f"{config.get('model_args') or {}} cannot be built "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from exc
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights}: weights do not match {config['architecture']}: {exc}") from exc
+    model.eval()
+    return model, config
+
+
+def _dedupe_shared(state: dict[str, torch.Tensor]) -> None:
+    """safetensors refuses tensors that share storage (tied weights): give each its own copy."""
+    seen: dict[int, str] = {}
+    for k, v in list(state.items()):
+        ptr = v.untyped_storage().data_ptr() if v.numel() else None
+        if ptr is not None and ptr in seen:
+            state[k] = v.clone()
+        elif ptr is not None:
+            seen[ptr] = k
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return obj
+
+
+def is_artifact_dir(path: str | Path) -> bool:
+    """A distilseg artifact's config.json names an ``architecture``; a transformers ``save_pretrained``
+    folder also has a config.json but must go to the model's own loader."""
+    cfg = Path(path) / CONFIG_NAME
+    if not cfg.is_file():
+        return False
+    try:
+        return "architecture" in json.loads(cfg.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False

@@ -1,0 +1,171 @@
+"""The distillation API: ``load_teacher``, ``build_distiller`` and the teacher record of a run.
+
+Used by ``distill`` (``commands.py``) and ``compress`` (``compress.py``); neither imports the other.
+A distillation run writes ``OUT/distill.json`` with its teacher's path and the sha256 of its weights, so that
+``--resume`` rebuilds the same teacher without ``--teacher`` and refuses a different one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..io import atomic_write_json
+
+__all__ = ["DistillSettings", "DISTILL_DEFAULTS", "load_teacher", "build_distiller", "dataset_num_classes", "student_feature_channels",
+           "teacher_record", "read_teacher_record", "check_resume_teacher", "write_distill_record"]
+
+RECORD_NAME = "distill.json"
+
+
+@dataclass
+class DistillSettings:
+    """distill's own settings, on top of every ``engine.config.TrainConfig`` setting; like those they come from
+    ``--config`` YAML or flags, and ``OUT/config.yaml`` holds them too (one file reproduces a run)."""
+
+    teacher: str | None = None  # teacher artifact DIR (or training output with best/) | zoo:NAME
+    kd: str = "original"  # KD spec (distill.losses.KD_SPEC_HELP)
+    hard_weight: float | None = None  # task loss weight (None: the spec's preset, or 1)
+
+
+DISTILL_DEFAULTS: dict[str, Any] = asdict(DistillSettings())
+
+
+# ------------------------------------------------------------------------------------------------- distill
+def load_teacher(ref: str, device: Any = "cpu"):
+    """Load the teacher artifact (``DIR``, training output with ``best/``, or ``zoo:NAME``), frozen, eval mode.
+
+    Returns ``(model, config)``. Loading reads safetensors + JSON only.
+    """
+    from ..artifact import load_artifact
+    from ..inference.segmenter import resolve_artifact_dir
+
+    model, config = load_artifact(resolve_artifact_dir(ref), map_location="cpu")
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, config
+
+
+def _cfg_get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if k in cfg and cfg[k] is not None:
+            return cfg[k]
+    return default
+
+
+def student_feature_channels(cfg: dict[str, Any], num_classes: int) -> list[int]:
+    """The student's ``feature_channels`` (built once on CPU just to read them; cheap for students)."""
+    from ..models import create_model
+
+    name = _cfg_get(cfg, "model")
+    args = dict(_cfg_get(cfg, "model_args", default={}) or {})
+    args.pop("pretrained", None)
+    model = create_model(name, int(num_classes), **args)
+    return list(getattr(model, "feature_channels", []) or [])
+
+
+def dataset_num_classes(dataset: str, root: Any = None, dataset_args: dict[str, Any] | None = None) -> int:
+    """The class count of ``dataset`` as configured (its options, e.g. ``idd level=1``, ``oxford-pet
+    binary=true``, a ``folder`` palette or inferred count), from the training split that training builds.
+
+    Why not ``get_dataset_info(name)["num_classes"]``: that is the default configuration's count, and it is
+    ``None`` for datasets whose count depends on the data (``folder``)."""
+    from ..data import create_dataset
+
+    ds = create_dataset(dataset, root=root, split="train", **dict(dataset_args or {}))
+    return int(ds.num_classes)
+
+
+def build_distiller(cfg: dict[str, Any], teacher_ref: str, kd: str, hard_weight: float | None):
+    """Check the teacher against the dataset and build the ``Distiller`` for ``run_training``."""
+    from .distiller import Distiller
+
+    dataset = _cfg_get(cfg, "dataset")
+    num_classes = _cfg_get(cfg, "num_classes", default=None)
+    if num_classes is None:
+        num_classes = dataset_num_classes(dataset, _cfg_get(cfg, "root"), _cfg_get(cfg, "dataset_args", default={}))
+    num_classes = int(num_classes)
+    teacher, tconf = load_teacher(teacher_ref)
+    if int(tconf["num_classes"]) != num_classes:
+        raise UsageError(
+            f"--teacher {teacher_ref}: the teacher predicts {tconf['num_classes']} classes but dataset "
+            f"{dataset!r} has {num_classes}"
+        )
+    mean, std = _cfg_get(cfg, "mean"), _cfg_get(cfg, "std")
+    tmean, tstd = tconf.get("mean"), tconf.get("std")
+    if mean is not None and tmean is not None and (
+        [round(float(v), 4) for v in mean] != [round(float(v), 4) for v in tmean]
+        or [round(float(v), 4) for v in std] != [round(float(v), 4) for v in tstd]
+    ):
+        print(
+            f"warning: the teacher was trained with mean/std {tmean}/{tstd} but the student uses {mean}/{std}; "
+            f"the teacher sees the student's normalization",
+            file=sys.stderr,
+        )
+    distiller = Distiller(teacher, kd, student_feature_channels(cfg, num_classes), hard_weight)
+    return distiller, tconf
+
+
+
+# ------------------------------------------------------------------------------------------------- record
+def weights_sha256(ref: str) -> str:
+    """sha256 of the teacher's ``model.safetensors`` (what identifies a teacher, wherever it lies)."""
+    from ..inference.segmenter import resolve_artifact_dir
+
+    digest = hashlib.sha256()
+    with open(resolve_artifact_dir(ref) / "model.safetensors", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def teacher_record(ref: str) -> dict[str, str]:
+    return {"teacher": str(ref), "teacher_sha256": weights_sha256(str(ref))}
+
+
+def read_teacher_record(out: str | Path) -> dict[str, Any] | None:
+    """The record of the run in ``out`` (None when there is none)."""
+    path = Path(out) / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("teacher") else None
+
+
+def check_resume_teacher(out: str | Path, given: str | None) -> str | None:
+    """On ``--resume``: the teacher to use. None given: the recorded one. Given: it must be the recorded one
+    (same weights, by sha256), else a one-line ``UsageError``. No record: ``given`` as is."""
+    rec = read_teacher_record(out)
+    if rec is None:
+        return given
+    if not given:
+        return str(rec["teacher"])
+    if str(given) == str(rec["teacher"]):
+        return str(given)
+    want = rec.get("teacher_sha256")
+    if want and weights_sha256(str(given)) == want:
+        return str(given)
+    raise UsageError(
+        f"--teacher {given}: {out} is a distillation run of teacher {rec['teacher']} (see {Path(out) / RECORD_NAME}); "
+        f"leave --teacher out to resume with it, or choose another --out"
+    )
+
+
+def write_distill_record(out: str | Path, teacher_ref: str, tconf: dict[str, Any], kd: str, distiller: Any) -> Path:
+    """``OUT/distill.json``: which teacher (path, weights hash) and which KD terms made this student."""
+    rec = {
+        **teacher_record(teacher_ref),
+        "teacher_architecture": tconf.get("architecture"),
+        "kd": kd,
+        "hard_weight": distiller.hard_weight,
+        "terms": [[name, weight, opts] for name, weight, opts in distiller.terms_spec],
+    }
+    return atomic_write_json(Path(out) / RECORD_NAME, rec)
