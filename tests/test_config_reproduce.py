@@ -45,6 +45,34 @@ def test_saved_config_reproduces_the_run(runs, command, run):
     assert {**first, "out": None} == {**second, "out": None}
 
 
+def test_the_suite_wide_config_check_names_the_key_that_does_not_read_back(runs, tmp_path, config_reproduce_check,
+                                                                          config_reproduce_pending):
+    """conftest checks every OUT/config.yaml the suite's runs write; here it is shown to fail when it should."""
+    import distilseg.engine.train as train
+
+    for run in ("teacher", "kd"):  # the real ones agree (and were checked when the runs wrote them)
+        assert config_reproduce_check(runs[run] / "config.yaml") == []
+    saved = yaml.safe_load((runs["kd"] / "config.yaml").read_text())
+    # values the resolver changes: a square size given as one number, precision as a number, a missing key
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    corrupt = {k: v for k, v in saved.items() if k != "gamma"}
+    (bad / "config.yaml").write_text(yaml.safe_dump({**corrupt, "img_size": 32, "precision": 32, "out": str(bad)},
+                                                    sort_keys=False))
+    problems = config_reproduce_check(bad / "config.yaml")
+    assert [p.split(": key ")[1].split()[0] for p in problems] == ["'img_size'", "'precision'", "'gamma'"], problems
+    assert "saved as 32 but `distilseg distill --config` resolves it to [32, 32]" in problems[0]
+    # a key the command does not know: the file does not read back
+    (bad / "config.yaml").write_text(yaml.safe_dump({**saved, "out": str(bad), "colour": "red"}))
+    assert "does not read it back" in config_reproduce_check(bad / "config.yaml")[0]
+    # the wiring: a run's save_config (as train.py calls it) records the mismatch for the test that ran it
+    assert config_reproduce_pending() == []
+    train.save_config({**saved, "out": str(bad), "img_size": 32}, bad)
+    pending = config_reproduce_pending()
+    assert len(pending) == 1 and "key 'img_size'" in pending[0]
+    pending.clear()  # taken here, so this test passes
+
+
 def test_distill_records_its_teacher_and_resume_reads_the_record(runs, capsys):
     kd = runs["kd"]
     record = json.loads((kd / "distill.json").read_text())
