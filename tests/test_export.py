@@ -259,3 +259,23 @@ def test_torchscript_export(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), atol=1e-4, rtol=1e-4)
     assert json.loads(out.with_suffix(".json").read_text())["format"] == "distilseg-torchscript"
+
+
+def test_int8_export_of_a_tf_same_padding_encoder(tmp_path):
+    """EfficientNet-Lite's TF "SAME" padding is computed from shapes, where onnxruntime's symbolic shape
+    inference gives up; quantization must still work (it falls back to ONNX shape inference)."""
+    import onnx
+
+    torch.manual_seed(0)
+    model = create_model("fpn", 7, encoder="efficientnet_lite0", encoder_depth=4, pyramid_channels=16,
+                         segmentation_channels=16).eval()
+    art = _artifact(tmp_path, model, 7, size=(64, 96))
+    out = tmp_path / "q.onnx"
+    code = main([
+        "export", "--checkpoint", str(art), "--out", str(out), "--int8", "--no-check",
+        "--calibration-dataset", "synthetic", "--calibration-split", "train", "--calibration-images", "4",
+    ])
+    assert code == 0
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert OnnxSegmenter(out).predict(synthetic_images(1, (64, 96)))[0].shape == (64, 96)

@@ -97,7 +97,14 @@ def quantize_int8(
     }[method]
     with tempfile.TemporaryDirectory(prefix="distilseg-quant-") as td:
         prepped = Path(td) / "prepped.onnx"
-        quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
+        try:
+            quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises a bare Exception for this
+            # Symbolic shape inference gives up on some graphs (e.g. TF "SAME" padding computed from shapes,
+            # or dynamic axes); ONNX's own shape inference is enough for static QDQ quantization.
+            if "symbolic shape inference" not in str(exc).lower():
+                raise
+            quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
         reader = ArrayCalibrationReader(arrays, stride=stride)
         excluded = list(exclude or [])
         if keep_head_float:
