@@ -14,7 +14,7 @@ from torch import nn
 
 from ._version import __version__
 from .errors import CheckpointError
-from .io import atomic_write, atomic_write_json
+from .io import atomic_write, atomic_write_json, read_json_object
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -52,12 +52,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a model artifact (no {CONFIG_NAME})")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: expected a JSON object of settings, got {type(config).__name__}")
+    config = read_json_object(path)
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise CheckpointError(f"{path}: missing keys {missing}")

@@ -174,6 +174,19 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def read_json_object(path: str | os.PathLike, what: str = "settings") -> dict[str, Any]:
+    """A JSON file holding one object (a config.json, an ONNX sidecar); anything else is a one-line
+    ``CheckpointError`` naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of {what}, got {type(data).__name__}")
+    return data
+
+
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True``; a pickle that wants to run code is refused, not run."""
     import torch

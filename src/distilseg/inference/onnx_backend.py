@@ -6,7 +6,6 @@ deployed INT8 model can be evaluated and demoed by the same code paths as the to
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +15,7 @@ import torch
 
 from ..checks import size_pair
 from ..errors import CheckpointError, UsageError
+from ..io import read_json_object
 from .preprocess import normalization_tensors
 from .base import SegmenterBase
 
@@ -32,13 +32,7 @@ def read_sidecar(onnx_path: str | os.PathLike) -> dict[str, Any]:
     path = sidecar_path(onnx_path)
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path, "sidecar settings")
 
 
 def default_providers() -> list[str]:
