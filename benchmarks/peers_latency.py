@@ -2,11 +2,13 @@
 torchvision's LR-ASPP MobileNetV3-Large (random weights: latency does not depend on them), all timed in the
 same harness (``distilseg.export.bench.benchmark``: fixed-size ONNX export, ONNX Runtime, batch 1).
 
-    python benchmarks/peers_latency.py --img-size 360 480 --threads 2 --runs 30 \
+    python benchmarks/peers_latency.py --img-size 360 480 --threads 2 --runs 30 --int8 \
         --json benchmarks/results/peers_latency_360x480.json
 
 Rows: ``lraspp_mobilenet_v3_large`` (torchvision), the bundled ``zoo:camvid-student-kd`` and the candidate
-students of ``configs/camvid/`` (architectures only, random weights). Each row also has PyTorch eager latency.
+students of ``configs/camvid/`` (architectures only, random weights). Each row also has PyTorch eager latency
+and, with ``--int8``, ONNX Runtime INT8 latency (static QDQ quantization exactly as ``distilseg export --int8``
+does it, calibrated on random inputs: the ranges do not change the operator count, so the timing holds).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ class LRASPP(nn.Module):
 
 
 CANDIDATES = {
+    "fpn_lite0_d4_stride8 (configs/camvid/student_fpn8_lite0.yaml)": (
+        "fpn", {"encoder": "efficientnet_lite0", "encoder_depth": 4, "pyramid_channels": 96,
+                "segmentation_channels": 64, "decode_stride": 8}),
     "fpn_lite0_d4 (student candidate)": ("fpn", {"encoder": "efficientnet_lite0", "encoder_depth": 4,
                                                  "pyramid_channels": 96, "segmentation_channels": 64}),
     "fpn_lite0_d4_separable (student candidate)": ("fpn", {"encoder": "efficientnet_lite0", "encoder_depth": 4,
@@ -41,6 +46,27 @@ CANDIDATES = {
 }
 
 
+def _int8_file(spec: dict, args: argparse.Namespace) -> Path:
+    """Export ``spec`` to a fixed-size ONNX file and quantize it the way ``distilseg export --int8`` does."""
+    import tempfile
+
+    import numpy as np
+
+    from distilseg.export.onnx_export import export_onnx
+    from distilseg.export.quantize import quantize_int8
+    from distilseg.export.sources import load_torch_model
+
+    if "model" in spec:
+        model, config = spec["model"], {"num_classes": args.num_classes}
+    else:
+        model, config = load_torch_model(spec["checkpoint"])
+    folder = Path(tempfile.mkdtemp(prefix="peers-int8-"))
+    fp32 = export_onnx(model.eval(), dict(config), folder / "fp32.onnx", img_size=args.img_size)
+    rng = np.random.default_rng(0)
+    calibration = [rng.standard_normal((3, *args.img_size)).astype(np.float32) for _ in range(4)]
+    return quantize_int8(fp32, folder / "int8.onnx", calibration)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--img-size", type=int, nargs=2, default=[360, 480])
@@ -48,6 +74,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--num-classes", type=int, default=11)
+    ap.add_argument("--int8", action="store_true", help="also time each model quantized to INT8 in ONNX Runtime")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     from distilseg.export.bench import benchmark
@@ -64,6 +91,9 @@ def main() -> None:
         for runtime in ("onnxruntime", "torch"):
             r = benchmark(**spec, runtime=runtime, num_classes=args.num_classes, **common)
             row[runtime] = {k: r.get(k) for k in ("latency_ms_median", "fps", "params", "gflops")}
+        if args.int8:
+            r = benchmark(checkpoint=str(_int8_file(spec, args)), runtime="onnxruntime", **common)
+            row["onnxruntime_int8"] = {k: r.get(k) for k in ("latency_ms_median", "fps")}
         rows.append(row)
         print(json.dumps(row))
     if args.json:

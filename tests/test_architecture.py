@@ -180,3 +180,15 @@ def test_long_source_files_say_why_at_their_top():
         if rel not in LONG_FILE_REASONS and "Why this file is long" not in head:
             unexplained.append(f"{rel} ({text.count(chr(10))} lines)")
     assert unexplained == []
+
+
+def test_building_the_cli_parser_does_not_import_lightning():
+    """Every command's parser (``distilseg --help``, argument errors) must not pay Lightning's ~3 s import:
+    the training loop is imported when ``train`` / ``distill`` / ``compress`` actually run."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from distilseg.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

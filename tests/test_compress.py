@@ -17,7 +17,8 @@ ROWS = ["teacher", "student", "kd_student", "int8_kd_student"]
 
 def test_compress_runs_all_stages_then_skips_them(tmp_path, capsys):
     out = tmp_path / "c"
-    argv = ["compress", "--dataset", "synthetic", "--preset", TEST_PRESET, "--accelerator", "cpu", "--out", str(out)]
+    argv = ["compress", "--dataset", "synthetic", "--preset", TEST_PRESET, "--accelerator", "cpu", "--out", str(out),
+            "--dataset-args", "seed=0"]
     assert main(argv) == 0
     first = capsys.readouterr().out
     summary = json.loads((out / "compress.json").read_text())
@@ -33,6 +34,9 @@ def test_compress_runs_all_stages_then_skips_them(tmp_path, capsys):
     for name in ROWS:
         ev = json.loads((out / "eval" / f"{name}.json").read_text())
         assert ev["mIoU"] == by[name]["mIoU"] and ev["split"] == "val"
+    # the INT8 stage calibrates on the dataset the run was given, options included
+    side = json.loads((out / "export" / "kd_student_int8.json").read_text())
+    assert side["calibration"]["dataset"] == "synthetic" and side["calibration"]["dataset_args"] == {"seed": 0}
     distill = json.loads((out / "kd_student" / "distill.json").read_text())
     assert distill["kd"] == "logits@T=4:0.5"
     md = (out / "report.md").read_text()

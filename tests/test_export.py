@@ -225,6 +225,22 @@ def test_int8_static_quantization_agrees_with_fp32(trained, tmp_path):
     assert qnames and onnx_param_count(out) == onnx_param_count(fp32["onnx"])
 
 
+def test_int8_calibration_reads_the_dataset_with_its_options(trained, tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    code = main([
+        "export", "--checkpoint", str(trained), "--out", str(out), "--int8", "--calibration-dataset", "synthetic",
+        "--calibration-images", "16", "--calibration-dataset-args", "num_images=3", "--check-images", "2",
+    ])
+    assert code == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    # the option reached the dataset: only its 3 images exist (the default train split has more than 16)
+    assert side["calibration"] == {"dataset": "synthetic", "split": "train", "num_images": 3,
+                                   "dataset_args": {"num_images": 3}}
+    bad = main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "b.onnx"), "--int8",
+                "--calibration-dataset", "synthetic", "--calibration-dataset-args", "num_images"])
+    assert bad == 2 and "--calibration-dataset-args: expected key=value" in capsys.readouterr().err
+
+
 def test_export_cli_errors_are_one_line(tmp_path, capsys):
     art = _artifact(tmp_path, _tiny_unet(3), 3)
     assert main(["export", "--checkpoint", str(art), "--out", str(tmp_path / "q.onnx"), "--int8"]) == 2
@@ -261,21 +277,30 @@ def test_torchscript_export(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["format"] == "distilseg-torchscript"
 
 
-def test_int8_export_of_a_tf_same_padding_encoder(tmp_path):
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_int8_export_of_a_tf_same_padding_encoder(tmp_path, monkeypatch, dynamic):
     """EfficientNet-Lite's TF "SAME" padding is computed from shapes, where onnxruntime's symbolic shape
-    inference gives up; quantization must still work (it falls back to ONNX shape inference)."""
+    inference gives up; quantization must still work (ONNX shape inference), and leave nothing behind in the
+    current directory (onnxruntime dumps its partial model and a uuid-named weights file there)."""
     import onnx
 
     torch.manual_seed(0)
     model = create_model("fpn", 7, encoder="efficientnet_lite0", encoder_depth=4, pyramid_channels=16,
                          segmentation_channels=16).eval()
     art = _artifact(tmp_path, model, 7, size=(64, 96))
-    out = tmp_path / "q.onnx"
+    out = tmp_path / "out" / "q.onnx"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "mine.txt").write_text("the user's file")
+    monkeypatch.chdir(cwd)
     code = main([
         "export", "--checkpoint", str(art), "--out", str(out), "--int8", "--no-check",
         "--calibration-dataset", "synthetic", "--calibration-split", "train", "--calibration-images", "4",
+        *(["--dynamic"] if dynamic else []),
     ])
     assert code == 0
+    assert sorted(p.name for p in cwd.iterdir()) == ["mine.txt"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["q.json", "q.onnx"]
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert OnnxSegmenter(out).predict(synthetic_images(1, (64, 96)))[0].shape == (64, 96)

@@ -47,7 +47,7 @@ def _add_distill_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=KD_SPEC_HELP + " (default: original)")
     p.add_argument("--hard-weight", dest="hard_weight", type=float, default=argparse.SUPPRESS, metavar="W",
                    help="weight of the task (hard-label) loss; default: the preset's (0.65 for 'original') or 1")
-    from ..engine.train import add_train_arguments
+    from ..engine.config import add_train_arguments
 
     add_train_arguments(p)
     _alias_option(p, "--model", "--student", "student architecture (see `distilseg models`)")

@@ -173,7 +173,8 @@ class Compressor:
             r8 = export_checkpoint(
                 ckpt, int8, img_size=size, int8=True, calibration_dataset=self.s["dataset"],
                 calibration_root=self.s["root"], calibration_split="train",
-                calibration_images=int(self.s["calibration_images"]), check_images=0,
+                calibration_images=int(self.s["calibration_images"]),
+                calibration_dataset_args=dict(self.s["dataset_args"] or {}), check_images=0,
             )
             info = {"int8": str(int8), "int8_size_mb": r8["size_mb"]}
             if self.s["ort_fp32"]:

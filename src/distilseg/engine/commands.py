@@ -8,9 +8,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from .demo import register_demo
     from .evaluate import register_eval
     from .predict import register_predict
-    from .train import register_train
 
     register_train(subparsers)
     register_eval(subparsers)
     register_predict(subparsers)
     register_demo(subparsers)
+
+
+def register_train(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``train``'s parser needs only the flag table (engine.config); Lightning is imported when it runs, so
+    every ``distilseg`` command starts without paying for it."""
+    from .config import add_train_arguments
+
+    p = subparsers.add_parser(
+        "train",
+        help="train a segmentation model (Lightning: multi-GPU, resume, best/last artifacts)",
+        description="Train a model on a dataset. Settings: defaults < --config YAML < flags. Writes OUT/best, "
+        "OUT/last (model artifacts), OUT/checkpoints/last.ckpt (resume), history.csv, curves.png, config.yaml.",
+    )
+    add_train_arguments(p)
+    p.set_defaults(func=_run_train)
+    return p
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .train import run_train
+
+    return run_train(args)

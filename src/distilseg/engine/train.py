@@ -269,15 +269,3 @@ def run_train(args: argparse.Namespace) -> int:
     best = out / "best"
     print(f"distilseg train: done; best model in {best}, resume state in {out / LAST_CKPT_REL}")
     return 0
-
-
-def register_train(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "train",
-        help="train a segmentation model (Lightning: multi-GPU, resume, best/last artifacts)",
-        description="Train a model on a dataset. Settings: defaults < --config YAML < flags. Writes OUT/best, "
-        "OUT/last (model artifacts), OUT/checkpoints/last.ckpt (resume), history.csv, curves.png, config.yaml.",
-    )
-    add_train_arguments(p)
-    p.set_defaults(func=run_train)
-    return p

@@ -37,6 +37,8 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-root", help="dataset root folder")
     p.add_argument("--calibration-split", default="train")
     p.add_argument("--calibration-images", type=int, default=64)
+    p.add_argument("--calibration-dataset-args", nargs="*", default=[], metavar="K=V",
+                   help="options of the calibration dataset, as train's --dataset-args (e.g. label_type=misc20)")
     p.add_argument("--full-range", action="store_true",
                    help="8-bit INT8 weights (default is 7-bit 'reduce_range', which avoids overflow in the "
                         "kernels of x86 CPUs without VNNI; use this for VNNI/ARM-only targets)")
@@ -96,6 +98,7 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from ..engine.evaluate import parse_key_values
     from ..io import ensure_output_file
 
     ensure_output_file(args.out)  # before any work
@@ -120,6 +123,7 @@ def run_export(args: argparse.Namespace) -> int:
             calibration_root=args.calibration_root,
             calibration_split=args.calibration_split,
             calibration_images=args.calibration_images,
+            calibration_dataset_args=parse_key_values(args.calibration_dataset_args, "--calibration-dataset-args"),
             check_images=args.check_images,
             check_split=args.check_split,
             reduce_range=not args.full_range,

@@ -288,6 +288,7 @@ def export_checkpoint(
     calibration_root: str | None = None,
     calibration_split: str = "train",
     calibration_images: int = 64,
+    calibration_dataset_args: dict[str, Any] | None = None,
     check_images: int = 4,
     check_split: str | None = None,
     reduce_range: bool = True,
@@ -326,7 +327,8 @@ def export_checkpoint(
     if int8:
         from .quantize import quantize_int8
 
-        calib = dataset_images(calibration_dataset, calibration_root, calibration_split, calibration_images)
+        calib = dataset_images(calibration_dataset, calibration_root, calibration_split, calibration_images,
+                               calibration_dataset_args)
         with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as td:
             fp32 = export_onnx(model, config, Path(td) / "fp32.onnx", opset=opset, dynamic=dynamic,
                                img_size=size, source=str(checkpoint))
@@ -338,6 +340,8 @@ def export_checkpoint(
                                  output_stride=stride, source=str(checkpoint))
             side["calibration"] = {"dataset": calibration_dataset, "split": calibration_split,
                                    "num_images": len(calib)}
+            if calibration_dataset_args:
+                side["calibration"]["dataset_args"] = dict(calibration_dataset_args)
             side["quantization"] = {"format": "QDQ", "activations": "QUInt8", "weights": "QInt8",
                                     "per_channel": True, "reduce_range": bool(reduce_range),
                                     "head_float": bool(keep_head_float), "calibration_method": "minmax"}
@@ -349,7 +353,8 @@ def export_checkpoint(
     if check_images:
         if calibration_dataset:
             split = check_split or calibration_split
-            images = dataset_images(calibration_dataset, calibration_root, split, check_images)
+            images = dataset_images(calibration_dataset, calibration_root, split, check_images,
+                                    calibration_dataset_args)
             src = f"{calibration_dataset}:{split}"
         else:
             images, src = synthetic_images(check_images, size), "synthetic"

@@ -60,6 +60,58 @@ class ArrayCalibrationReader(_reader_base()):  # type: ignore[misc]
         self._it = iter(self.arrays)
 
 
+#: onnxruntime's symbolic shape inference, when it gives up, dumps its partial model (weights as a uuid-named
+#: external data file) into the current directory before raising (onnxruntime 1.2x, symbolic_shape_infer.py).
+_SYMBOLIC_DUMP = "sym_shape_infer_temp.onnx"
+
+
+def _static_input(path: Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return all(d.HasField("dim_value") and d.dim_value > 0
+               for i in graph.input for d in i.type.tensor_type.shape.dim)
+
+
+def _remove_dump(dump: Path) -> None:
+    """Delete onnxruntime's debugging dump and the external data files it names (nothing else)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(dump), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a half-written dump: remove just the file
+        model = None
+    if model is not None:
+        for init in model.graph.initializer:
+            for entry in init.external_data:
+                if entry.key == "location" and Path(entry.value).name == entry.value:
+                    (dump.parent / entry.value).unlink(missing_ok=True)
+    dump.unlink(missing_ok=True)
+
+
+def _pre_process(quant_pre_process, fp32_path: Path, prepped: Path) -> None:
+    """Shape inference + optimization before quantization, leaving nothing in the user's directory.
+
+    A fixed-size graph gets ONNX's own shape inference, which is exact there. A graph with dynamic axes tries
+    onnxruntime's symbolic inference first; it gives up on some graphs (e.g. TF "SAME" padding computed from
+    shapes), and then ONNX's inference is enough for static QDQ quantization, and the dump it leaves in the
+    current directory is removed.
+    """
+    if _static_input(fp32_path):
+        quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+        return
+    dump = Path.cwd() / _SYMBOLIC_DUMP
+    existed = dump.exists()
+    try:
+        quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises a bare Exception for this
+        if "symbolic shape inference" not in str(exc).lower():
+            raise
+        if not existed:
+            _remove_dump(dump)
+        quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+
+
 def quantize_int8(
     fp32_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -97,14 +149,7 @@ def quantize_int8(
     }[method]
     with tempfile.TemporaryDirectory(prefix="distilseg-quant-") as td:
         prepped = Path(td) / "prepped.onnx"
-        try:
-            quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises a bare Exception for this
-            # Symbolic shape inference gives up on some graphs (e.g. TF "SAME" padding computed from shapes,
-            # or dynamic axes); ONNX's own shape inference is enough for static QDQ quantization.
-            if "symbolic shape inference" not in str(exc).lower():
-                raise
-            quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+        _pre_process(quant_pre_process, fp32_path, prepped)
         reader = ArrayCalibrationReader(arrays, stride=stride)
         excluded = list(exclude or [])
         if keep_head_float:

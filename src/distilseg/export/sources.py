@@ -49,13 +49,16 @@ def preprocess(
     return image_to_input(np.array(image, dtype=np.uint8), size, m, s)[0].numpy().astype(np.float32)
 
 
-def dataset_images(name: str, root: str | os.PathLike | None, split: str, count: int) -> list[np.ndarray]:
-    """The first ``count`` images (HxWx3 uint8) of a registered dataset, spread evenly over the split."""
+def dataset_images(
+    name: str, root: str | os.PathLike | None, split: str, count: int, dataset_args: dict[str, Any] | None = None
+) -> list[np.ndarray]:
+    """``count`` images (HxWx3 uint8) of a registered dataset, spread evenly over the split; ``dataset_args``
+    are the dataset's own options (e.g. Cityscapes ``label_type``), as in ``train --dataset-args``."""
     from ..data import create_dataset
 
     if count < 1:
         raise UsageError(f"the number of images must be positive, got {count}")
-    ds = create_dataset(name, root=root, split=split)
+    ds = create_dataset(name, root=root, split=split, **(dataset_args or {}))
     n = len(ds)
     if n == 0:
         raise DataError(f"dataset {name!r} split {split!r} at {root}: no images")

@@ -7,10 +7,11 @@ decoder on EfficientNet-Lite0 ran at 67 ms in ONNX Runtime at 360x480). With ``e
 is cut after stride 16 (EfficientNet-Lite0 through its 112-channel stage: 0.70M parameters), which makes the
 small students of ``configs/camvid/``.
 
-Decoder: a 1x1 lateral conv brings each encoder level from stride 4 down to the deepest to
+Decoder: a 1x1 lateral conv brings each encoder level from ``decode_stride`` (4, or 8 for the cheapest head,
+LR-ASPP's choice) down to the deepest to
 ``pyramid_channels``; top-down, each level adds the nearest-upsampled level above it; each pyramid level then
 goes through one 3x3 conv-BN-ReLU (depthwise-separable with ``separable=True``) to ``segmentation_channels``,
-is upsampled bilinearly to stride 4, and the levels are summed; a 1x1 classifier predicts at stride 4 and the
+is upsampled bilinearly to ``decode_stride``, and the levels are summed; a 1x1 classifier predicts there and the
 logits are upsampled bilinearly to the input size.
 """
 from __future__ import annotations
@@ -51,11 +52,14 @@ class FPN(SegmentationModel):
         segmentation_channels: int = 64,
         separable: bool = False,
         dropout: float = 0.1,
+        decode_stride: int = 4,
         encoder_pretrained: str | None = None,
     ) -> None:
         super().__init__()
         if not 3 <= int(encoder_depth) <= 5:
             raise UsageError(f"fpn: encoder_depth must be 3, 4 or 5 (deepest stride 8, 16 or 32), got {encoder_depth}")
+        if int(decode_stride) not in (4, 8):
+            raise UsageError(f"fpn: decode_stride must be 4 or 8, got {decode_stride}")
         if pyramid_channels < 1 or segmentation_channels < 1:
             raise UsageError("fpn: pyramid_channels and segmentation_channels must be positive")
         out_indices = tuple(range(int(encoder_depth)))
@@ -63,9 +67,11 @@ class FPN(SegmentationModel):
         self.input_norm = input_adapter(self.encoder)
         channels = list(self.encoder.feature_info.channels())
         reductions = list(self.encoder.feature_info.reduction())
-        if 4 not in reductions:
-            raise UsageError(f"fpn(encoder={encoder!r}): the encoder has no stride-4 level (strides {reductions})")
-        self._first = reductions.index(4)  # levels from stride 4 down to the deepest are decoded
+        if int(decode_stride) not in reductions:
+            raise UsageError(
+                f"fpn(encoder={encoder!r}): the encoder has no stride-{decode_stride} level (strides {reductions})"
+            )
+        self._first = reductions.index(int(decode_stride))  # levels from decode_stride down to the deepest
         used = channels[self._first:]
         self.lateral = nn.ModuleList(nn.Conv2d(c, pyramid_channels, 1) for c in used)
         self.smooth = nn.ModuleList(_conv_bn_relu(pyramid_channels, segmentation_channels, separable) for _ in used)
@@ -102,6 +108,7 @@ def fpn(
     segmentation_channels: int = 64,
     separable: bool = False,
     dropout: float = 0.1,
+    decode_stride: int = 4,
     pretrained: str | None = None,
     **kw: Any,
 ) -> nn.Module:
@@ -117,6 +124,7 @@ def fpn(
         segmentation_channels=int(segmentation_channels),
         separable=bool(separable),
         dropout=float(dropout),
+        decode_stride=int(decode_stride),
         encoder_pretrained=None if local is not None else pretrained,
     )
     if local is not None:
