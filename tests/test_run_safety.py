@@ -322,3 +322,25 @@ def test_resume_with_no_earlier_run_still_starts_from_the_beginning(tmp_path):
     out = tmp_path / "fresh"
     assert main([*TRAIN, "--epochs", "1", "--limit-train-batches", "1", "--resume", "--out", str(out)]) == 0
     assert (out / "best" / "config.json").is_file()
+
+
+def test_records_are_plain_data_whatever_the_settings_hold(tmp_path):
+    """A run's config.yaml (engine.config.save_config) and an artifact's config.json take numpy / torch numbers,
+    paths and tuples through one converter."""
+    import json as _json
+
+    import numpy as np
+    import torch
+    import yaml as _yaml
+
+    from distilseg.artifact import save_artifact
+    from distilseg.io import plain_data
+
+    odd = {"lr": np.float32(0.5), "epochs": np.int64(3), "size": (2, 4), "root": tmp_path, "w": torch.tensor([1.5]),
+           "flag": np.bool_(True), 7: None}
+    assert plain_data(odd) == {"lr": 0.5, "epochs": 3, "size": [2, 4], "root": str(tmp_path), "w": [1.5],
+                               "flag": True, "7": None}
+    assert plain_data({"x": object}) == {"x": "<class 'object'>"}
+    assert _yaml.safe_load(_yaml.safe_dump(plain_data(odd)))["epochs"] == 3  # what save_config writes
+    art = save_artifact(tmp_path / "art", torch.nn.Conv2d(3, 2, 1), {"architecture": "x", "num_classes": 2, **odd})
+    assert _json.loads((art / "config.json").read_text())["lr"] == 0.5

@@ -14,7 +14,7 @@ from torch import nn
 
 from ._version import __version__
 from .errors import CheckpointError
-from .io import atomic_write, atomic_write_json, read_json_object
+from .io import atomic_write, atomic_write_json, plain_data, read_json_object
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -43,7 +43,7 @@ def save_artifact(directory: str | Path, model: nn.Module, config: dict[str, Any
         state[k] = t.contiguous()
     _dedupe_shared(state)
     atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    atomic_write_json(directory / CONFIG_NAME, _jsonable(config))
+    atomic_write_json(directory / CONFIG_NAME, plain_data(config))
     return directory
 
 
@@ -152,26 +152,6 @@ def _dedupe_shared(state: dict[str, torch.Tensor]) -> None:
             state[k] = v.clone()
         elif ptr is not None:
             seen[ptr] = k
-
-
-def _jsonable(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    return obj
 
 
 def is_artifact_dir(path: str | Path) -> bool:

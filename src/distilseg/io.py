@@ -164,6 +164,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def plain_data(obj: Any) -> Any:
+    """Settings and metrics as plain JSON / YAML data: dict keys as strings, tuples as lists, paths as strings,
+    numpy and torch scalars / arrays as numbers / lists, any other object as its ``str`` (a run's record is
+    written after hours of training: it must not fail on one odd value)."""
+    if isinstance(obj, dict):
+        return {str(k): plain_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_data(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    tolist = getattr(obj, "tolist", None)  # numpy arrays / scalars, torch tensors
+    if callable(tolist) and type(obj).__module__.split(".")[0] in ("numpy", "torch"):
+        return plain_data(tolist())
+    return str(obj)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

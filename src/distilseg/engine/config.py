@@ -21,7 +21,7 @@ import yaml
 
 from ..checks import size_pair
 from ..errors import UsageError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, plain_data
 
 __all__ = ["TrainConfig", "DEFAULTS", "add_train_arguments", "resolve_config", "validate", "save_config",
            "eval_size", "PRECISIONS"]
@@ -383,16 +383,4 @@ def eval_size(cfg: dict[str, Any]) -> list[int]:
 
 def save_config(cfg: dict[str, Any], out: Path) -> Path:
     """``OUT/config.yaml``: every setting (what ``--config`` reads back) plus ``num_classes`` for the record."""
-    return atomic_write_text(out / "config.yaml", yaml.safe_dump(_primitive(cfg), sort_keys=False))
-
-
-def _primitive(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _primitive(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_primitive(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
+    return atomic_write_text(out / "config.yaml", yaml.safe_dump(plain_data(cfg), sort_keys=False))
