@@ -62,8 +62,10 @@ def summarize(arms: dict[str, list[str]] = ARMS) -> dict[str, Any]:
     base, kd = result["arms"].get("student"), result["arms"].get("student-kd")
     if base and kd and base["n"] and kd["n"]:
         b, k = [r["mIoU"] for r in base["runs"]], [r["mIoU"] for r in kd["runs"]]
+        # with one seed in an arm there is no noise estimate: no verdict
+        verdict = min(k) > max(b) if len(k) >= 2 and len(b) >= 2 else None
         result["kd_gain"] = {"mean": kd["mean"] - base["mean"], "worst_case": min(k) - max(b),
-                             "best_case": max(k) - min(b), "outside_seed_noise": min(k) > max(b)}
+                             "best_case": max(k) - min(b), "outside_seed_noise": verdict}
     return result
 
 
@@ -86,7 +88,8 @@ def table(result: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"Distillation gain: {100 * gain['mean']:+.1f} points (mean over seeds); worst case "
                      f"{100 * gain['worst_case']:+.1f}, best case {100 * gain['best_case']:+.1f}; "
-                     f"{'outside' if gain['outside_seed_noise'] else 'NOT outside'} the seed noise.")
+                     + {True: "outside the seed noise.", False: "NOT outside the seed noise.",
+                        None: "no verdict on the seed noise (needs 2 seeds per arm)."}[gain["outside_seed_noise"]])
     return "\n".join(lines)
 
 

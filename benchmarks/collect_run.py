@@ -39,7 +39,7 @@ def _run(cmd: list[str], log: list[str]) -> None:
 def clean_log(text: str) -> str:
     """The console log as a reader wants it: the last redraw of each progress line, not all of them."""
     lines = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): it also splits at the bars' carriage returns
         last = line.split("\r")[-1].rstrip()
         if last:
             lines.append(last)

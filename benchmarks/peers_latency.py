@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -46,10 +47,8 @@ CANDIDATES = {
 }
 
 
-def _int8_file(spec: dict, args: argparse.Namespace) -> Path:
-    """Export ``spec`` to a fixed-size ONNX file and quantize it the way ``distilseg export --int8`` does."""
-    import tempfile
-
+def _int8_file(spec: dict, args: argparse.Namespace, folder: Path) -> Path:
+    """Export ``spec`` to a fixed-size ONNX file in ``folder`` and quantize it as ``distilseg export --int8``."""
     import numpy as np
 
     from distilseg.export.onnx_export import export_onnx
@@ -60,7 +59,6 @@ def _int8_file(spec: dict, args: argparse.Namespace) -> Path:
         model, config = spec["model"], {"num_classes": args.num_classes}
     else:
         model, config = load_torch_model(spec["checkpoint"])
-    folder = Path(tempfile.mkdtemp(prefix="peers-int8-"))
     fp32 = export_onnx(model.eval(), dict(config), folder / "fp32.onnx", img_size=args.img_size)
     rng = np.random.default_rng(0)
     calibration = [rng.standard_normal((3, *args.img_size)).astype(np.float32) for _ in range(4)]
@@ -92,7 +90,8 @@ def main() -> None:
             r = benchmark(**spec, runtime=runtime, num_classes=args.num_classes, **common)
             row[runtime] = {k: r.get(k) for k in ("latency_ms_median", "fps", "params", "gflops")}
         if args.int8:
-            r = benchmark(checkpoint=str(_int8_file(spec, args)), runtime="onnxruntime", **common)
+            with tempfile.TemporaryDirectory(prefix="peers-int8-") as td:
+                r = benchmark(checkpoint=str(_int8_file(spec, args, Path(td))), runtime="onnxruntime", **common)
             row["onnxruntime_int8"] = {k: r.get(k) for k in ("latency_ms_median", "fps")}
         rows.append(row)
         print(json.dumps(row))

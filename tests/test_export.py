@@ -239,6 +239,9 @@ def test_int8_calibration_reads_the_dataset_with_its_options(trained, tmp_path, 
     bad = main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "b.onnx"), "--int8",
                 "--calibration-dataset", "synthetic", "--calibration-dataset-args", "num_images"])
     assert bad == 2 and "--calibration-dataset-args: expected key=value" in capsys.readouterr().err
+    alone = main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "c.onnx"),
+                  "--calibration-dataset-args", "num_images=3"])
+    assert alone == 2 and "needs --calibration-dataset" in capsys.readouterr().err
 
 
 def test_export_cli_errors_are_one_line(tmp_path, capsys):

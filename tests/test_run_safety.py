@@ -341,6 +341,15 @@ def test_records_are_plain_data_whatever_the_settings_hold(tmp_path):
     assert plain_data(odd) == {"lr": 0.5, "epochs": 3, "size": [2, 4], "root": str(tmp_path), "w": [1.5],
                                "flag": True, "7": None}
     assert plain_data({"x": object}) == {"x": "<class 'object'>"}
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    subclasses = plain_data({"f": np.float64(0.25), "s": np.str_("a"), "e": Level.HIGH, "b": np.bool_(False)})
+    assert subclasses == {"f": 0.25, "s": "a", "e": 2, "b": False}
+    assert [type(v) for v in subclasses.values()] == [float, str, int, bool]
+    _yaml.safe_dump(subclasses)  # the safe dumper takes exact built-in types only
     assert _yaml.safe_load(_yaml.safe_dump(plain_data(odd)))["epochs"] == 3  # what save_config writes
     art = save_artifact(tmp_path / "art", torch.nn.Conv2d(3, 2, 1), {"architecture": "x", "num_classes": 2, **odd})
     assert _json.loads((art / "config.json").read_text())["lr"] == 0.5

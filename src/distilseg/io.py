@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import tempfile
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -172,13 +173,14 @@ def plain_data(obj: Any) -> Any:
         return {str(k): plain_data(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [plain_data(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+    if obj is None or type(obj) in (bool, int, float, str):
         return obj
-    if isinstance(obj, Path):
-        return str(obj)
     tolist = getattr(obj, "tolist", None)  # numpy arrays / scalars, torch tensors
     if callable(tolist) and type(obj).__module__.split(".")[0] in ("numpy", "torch"):
         return plain_data(tolist())
+    for base in (bool, int, float, str):  # subclasses (np.float64, np.str_, IntEnum): YAML's safe dumper refuses them
+        if isinstance(obj, base):
+            return base(obj.value) if isinstance(obj, Enum) else base(obj)
     return str(obj)
 
 

@@ -109,6 +109,8 @@ def run_export(args: argparse.Namespace) -> int:
     else:
         from .onnx_export import export_checkpoint
 
+        if args.calibration_dataset_args and not args.calibration_dataset:
+            raise UsageError("--calibration-dataset-args needs --calibration-dataset NAME")
         if args.int8 and args.calibration_images < 1:
             raise UsageError(f"--calibration-images must be positive, got {args.calibration_images}")
         result = export_checkpoint(

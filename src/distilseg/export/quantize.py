@@ -73,10 +73,14 @@ def _static_input(path: Path) -> bool:
                for i in graph.input for d in i.type.tensor_type.shape.dim)
 
 
-def _remove_dump(dump: Path) -> None:
-    """Delete onnxruntime's debugging dump and the external data files it names (nothing else)."""
+def _remove_dump(folder: Path, before: set[str]) -> None:
+    """Delete onnxruntime's debugging dump and the external data files it names, if this call created them
+    (names not in ``before``); nothing else is touched."""
     import onnx
 
+    dump = folder / _SYMBOLIC_DUMP
+    if _SYMBOLIC_DUMP in before or not dump.is_file():
+        return
     try:
         model = onnx.load(str(dump), load_external_data=False)
     except Exception:  # noqa: BLE001 - a half-written dump: remove just the file
@@ -84,31 +88,32 @@ def _remove_dump(dump: Path) -> None:
     if model is not None:
         for init in model.graph.initializer:
             for entry in init.external_data:
-                if entry.key == "location" and Path(entry.value).name == entry.value:
-                    (dump.parent / entry.value).unlink(missing_ok=True)
+                name = entry.value
+                if entry.key == "location" and Path(name).name == name and name not in before:
+                    (folder / name).unlink(missing_ok=True)
     dump.unlink(missing_ok=True)
 
 
 def _pre_process(quant_pre_process, fp32_path: Path, prepped: Path) -> None:
     """Shape inference + optimization before quantization, leaving nothing in the user's directory.
 
-    A fixed-size graph gets ONNX's own shape inference, which is exact there. A graph with dynamic axes tries
-    onnxruntime's symbolic inference first; it gives up on some graphs (e.g. TF "SAME" padding computed from
-    shapes), and then ONNX's inference is enough for static QDQ quantization, and the dump it leaves in the
-    current directory is removed.
+    A fixed-size graph gets ONNX's own shape inference, which is exact there (the QDQ graph comes out the same
+    as with symbolic inference). A graph with dynamic axes tries onnxruntime's symbolic inference first; it
+    gives up on some graphs (e.g. TF "SAME" padding computed from shapes) or cannot write its dump (read-only
+    current directory), and then ONNX's inference is enough for static QDQ quantization; the dump it left in
+    the current directory is removed.
     """
     if _static_input(fp32_path):
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
         return
-    dump = Path.cwd() / _SYMBOLIC_DUMP
-    existed = dump.exists()
+    cwd = Path.cwd()
+    before = {p.name for p in cwd.iterdir()}
     try:
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises a bare Exception for this
-        if "symbolic shape inference" not in str(exc).lower():
+        if "symbolic shape inference" not in str(exc).lower() and not isinstance(exc, OSError):
             raise
-        if not existed:
-            _remove_dump(dump)
+        _remove_dump(cwd, before)
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
 
 

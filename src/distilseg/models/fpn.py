@@ -1,7 +1,7 @@
 """Feature Pyramid Network decoder over a timm ``features_only`` encoder (Kirillov et al. 2019, "Panoptic
 Feature Pyramid Networks", the semantic branch; segmentation_models_pytorch's ``FPN`` layout, made lighter).
 
-Why this head: it decodes at 1/4 of the input and upsamples the logits, so on a CPU it costs a fraction of a
+Why this head: it decodes at 1/4 (or 1/8) of the input and upsamples the logits, so on a CPU it costs a fraction of a
 full-resolution U-Net decoder while still fusing every scale (the probe of issue 12: a full-resolution U-Net
 decoder on EfficientNet-Lite0 ran at 67 ms in ONNX Runtime at 360x480). With ``encoder_depth=4`` the encoder
 is cut after stride 16 (EfficientNet-Lite0 through its 112-channel stage: 0.70M parameters), which makes the
@@ -41,7 +41,7 @@ def _conv_bn_relu(cin: int, cout: int, separable: bool) -> nn.Sequential:
 
 class FPN(SegmentationModel):
     """timm encoder + FPN semantic head. Features: the encoder levels used (shallow to deep), then the fused
-    stride-4 map before the classifier."""
+    map (at ``decode_stride``) before the classifier."""
 
     def __init__(
         self,
@@ -112,7 +112,8 @@ def fpn(
     pretrained: str | None = None,
     **kw: Any,
 ) -> nn.Module:
-    """FPN head (decodes at 1/4) on a timm encoder, default EfficientNet-Lite0; encoder_depth=4 cuts it at 1/16."""
+    """FPN head (decodes at 1/4, or 1/8 with decode_stride=8) on a timm encoder, default EfficientNet-Lite0;
+    encoder_depth=4 cuts it at 1/16."""
     if kw:
         raise UsageError(f"fpn: unknown argument(s) {', '.join(sorted(kw))}")
     local = local_weights_path(pretrained) if pretrained is not None else None
