@@ -276,6 +276,56 @@ def test_signal_stops_the_run_non_zero_with_the_command_that_resumes_it(tmp_path
     assert all(r["lr"] != "" for r in rows)
 
 
+def test_sigterm_while_the_datasets_are_built_is_one_line_and_exit_143(tmp_path):
+    out, marker = tmp_path / "run", tmp_path / "building"
+    argv = [*TRAIN, "--epochs", "1", "--out", str(out)]
+    code = script_header() + (
+        "import time\n"
+        "from distilseg.engine import train\n"
+        "def slow(cfg):\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        "    time.sleep(60)\n"
+        "train.build_datasets = slow\n"
+        "from distilseg.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    proc = subprocess.Popen([PYTHON, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() - t0 < 120, "the run never reached dataset building"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("distilseg ")]
+    assert lines == [f"distilseg train: error: run interrupted by SIGTERM before training started; nothing was "
+                     f"saved; to start it again, run: {shlex.join(['distilseg', *argv])}"], err
+    assert not (out / "checkpoints").exists()
+
+
+def test_sigterm_handler_is_lightnings_during_fit_and_restored_after(tmp_path):
+    """The setup-time handler must not be called by Lightning's composed handler during fit (it would raise
+    mid-step instead of saving), and the process' handler is back as it was after the run."""
+    from lightning.pytorch.callbacks import Callback
+
+    from distilseg.engine.train import run_training
+
+    seen = []
+
+    class Look(Callback):
+        def on_train_start(self, trainer, *a, **k):
+            handler = signal.getsignal(signal.SIGTERM)
+            seen.append(hasattr(handler, "distilseg_previous"))
+            seen.append(any(hasattr(h, "distilseg_previous") for h in getattr(handler, "signal_handlers", [])))
+
+    before = signal.getsignal(signal.SIGTERM)
+    run_training(tiny_cfg(tmp_path / "run", epochs=1), extra_callbacks=[Look()])
+    assert seen == [False, False]
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_history_row_of_a_resumed_epoch_has_its_lr(tmp_path):
     from lightning.pytorch.callbacks import Callback
 

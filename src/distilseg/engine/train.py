@@ -14,10 +14,11 @@ Read top to bottom: ``build_model`` (architecture, pretrained weights or artifac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..artifact import is_artifact_dir
 from ..errors import TrainingError, UsageError
@@ -96,8 +97,45 @@ def run_training(cfg: dict[str, Any] | TrainConfig, distiller: Any = None, extra
     if not _is_rank0():  # DDP workers run under the launching process' lock
         return _run_training(cfg, distiller, extra_callbacks)
     ensure_output_dir(out)
-    with run_lock(out):
+    with run_lock(out), _sigterm_before_fit():
         return _run_training(cfg, distiller, extra_callbacks)
+
+
+@contextlib.contextmanager
+def _sigterm_before_fit() -> Iterator[None]:
+    """SIGTERM while the datasets and the model are built (seconds to minutes on a big dataset) ends the run
+    with the same one-line message and exit 143 as during training, instead of a silent kill. Lightning
+    installs its own handler (which saves the state) when ``fit`` starts: ``_hand_sigterm_to_lightning``
+    removes this one first, since Lightning would otherwise call it too."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals can only be set there
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        from ..errors import RunInterrupted
+
+        raise RunInterrupted("run interrupted by SIGTERM before training started; nothing was saved", signum,
+                             resumable=False)
+
+    handler.distilseg_previous = signal.signal(signal.SIGTERM, handler)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        _hand_sigterm_to_lightning()
+
+
+def _hand_sigterm_to_lightning() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if hasattr(current, "distilseg_previous"):
+        signal.signal(signal.SIGTERM, current.distilseg_previous)
 
 
 def _refuse_finished_without_state(out: Path, ckpt: Path) -> None:
@@ -245,6 +283,7 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
         raise UsageError(f"cannot set up training: {exc}") from exc
     module.distilseg_num_classes = num_classes
     dm = SegDataModule(cfg, train_ds, val_ds)
+    _hand_sigterm_to_lightning()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     except torch.OutOfMemoryError as exc:
