@@ -37,11 +37,12 @@ def _run(cmd: list[str], log: list[str]) -> None:
 
 
 def clean_log(text: str) -> str:
-    """The console log as a reader wants it: the last redraw of each progress line, not all of them."""
+    """The console log as a reader wants it: each epoch's final progress line and every message, without the
+    bars' redraws, the validation bars and terminal escape codes."""
     lines = []
     for line in text.split("\n"):  # not splitlines(): it also splits at the bars' carriage returns
-        last = line.split("\r")[-1].rstrip()
-        if last:
+        last = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line.split("\r")[-1]).rstrip()
+        if last and not last.startswith(("Validation", "Training: |")):
             lines.append(last)
     return "\n".join(lines) + "\n"
 
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         if (args.run / name).is_file():
             shutil.copy2(args.run / name, args.dest / name)
     if args.log:
-        (args.dest / "train.log").write_text(clean_log(args.log.read_text(errors="replace")))
+        raw = args.log.read_bytes().decode(errors="replace")  # not read_text(): it turns each "\r" into a newline
+        (args.dest / "train.log").write_text(clean_log(raw))
     commands: list[str] = []
     data = ["--dataset", "camvid", "--root", args.root, "--split", "val", "--no-progress"]
     summary: dict[str, Any] = {"run": str(args.run)}
