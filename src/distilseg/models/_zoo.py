@@ -11,5 +11,6 @@ for _name in (
     "fcn",
     "segformer",
     "fpn",
+    "ensemble",
 ):
     importlib.import_module(f"{__package__}.{_name}")

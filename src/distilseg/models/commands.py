@@ -1,4 +1,5 @@
-"""``distilseg models``: list every registered architecture with its description and parameter count."""
+"""``distilseg models``: list every registered architecture with its description and parameter count;
+``distilseg ensemble``: one model artifact from several trained ones (the mean of their logits)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--num-classes", type=int, default=19, metavar="C", help="classes used to count parameters (default 19)"
     )
     parser.set_defaults(func=run)
+    ens = subparsers.add_parser(
+        "ensemble",
+        help="combine trained models into one artifact (mean of their logits), e.g. a teacher for distill",
+        description="Write a model artifact that averages the logits of trained models (artifact folders, "
+        "training outputs with best/, zoo:NAME). They must predict the same classes from the same input "
+        "normalization. The result works wherever a checkpoint is accepted: eval, predict, export, "
+        "distill --teacher.",
+    )
+    ens.add_argument("members", nargs="+", metavar="MODEL", help="two or more trained models")
+    ens.add_argument("--out", required=True, help="output artifact folder")
+    prec = ens.add_mutually_exclusive_group()
+    prec.add_argument("--half", dest="half", action="store_true", default=None,
+                      help="store fp16 weights (default: fp16 when every member is stored in fp16)")
+    prec.add_argument("--float32", dest="half", action="store_false", help="store fp32 weights")
+    ens.set_defaults(func=run_ensemble)
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    from ..io import ensure_output_dir
+    from .ensemble import combine_artifacts
+
+    ensure_output_dir(args.out)
+    out = combine_artifacts(args.members, args.out, half=args.half)
+    print(f"distilseg ensemble: {len(args.members)} models -> {out}")
+    return 0
 
 
 def _count(name: str, num_classes: int) -> int:

@@ -22,13 +22,15 @@ class ModelEntry:
     factory: ModelFactory
     description: str
     defaults: dict[str, Any]
+    trainable: bool = True
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(fn: ModelFactory | None = None, *, name: str | None = None):
-    """Decorator: ``@register_model`` or ``@register_model(name="...")``."""
+def register_model(fn: ModelFactory | None = None, *, name: str | None = None, trainable: bool = True):
+    """Decorator: ``@register_model`` or ``@register_model(name="...")``. ``trainable=False``: built only from a
+    saved artifact (e.g. ``ensemble``): ``create_model`` builds it, ``list_models`` leaves it out."""
 
     def _register(f: ModelFactory) -> ModelFactory:
         key = name or f.__name__
@@ -40,21 +42,22 @@ def register_model(fn: ModelFactory | None = None, *, name: str | None = None):
             for p in inspect.signature(f).parameters.values()
             if p.default is not inspect.Parameter.empty
         }
-        _REGISTRY[key] = ModelEntry(key, f, doc.splitlines()[0] if doc else "", defaults)
+        _REGISTRY[key] = ModelEntry(key, f, doc.splitlines()[0] if doc else "", defaults, trainable)
         return f
 
     return _register(fn) if fn is not None else _register
 
 
-def list_models() -> list[str]:
+def list_models(include_untrainable: bool = False) -> list[str]:
+    """Architectures to train (``--model``); ``include_untrainable`` adds those built only from artifacts."""
     _import_all()
-    return sorted(_REGISTRY)
+    return sorted(k for k, e in _REGISTRY.items() if e.trainable or include_untrainable)
 
 
 def get_model_entry(name: str) -> ModelEntry:
     _import_all()
     if name not in _REGISTRY:
-        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 
