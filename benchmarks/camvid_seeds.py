@@ -22,9 +22,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: arm -> result folders, one per seed (the recipes in configs/camvid/)
 ARMS: dict[str, list[str]] = {
     "teacher": ["camvid_teacher_lite2_fpn", "camvid_teacher_lite2_fpn_s1"],
-    "student": ["camvid_student_fpn8_s0", "camvid_student_fpn8_s1"],
-    "student-kd": ["camvid_student_fpn8_kd_s0", "camvid_student_fpn8_kd_s1"],
+    "student, 10 epochs": ["camvid_student_fpn8_10ep_s0", "camvid_student_fpn8_10ep_s1"],
+    "student-kd, 10 epochs": ["camvid_student_fpn8_kd_10ep_s0", "camvid_student_fpn8_kd_10ep_s1"],
+    "student, 30 epochs": ["camvid_student_fpn8_s0"],
+    "student-kd, 30 epochs": ["camvid_student_fpn8_kd_s0"],
 }
+#: (baseline arm, distilled arm): the same student on the same schedule, with and without distillation
+PAIRS = [("student, 10 epochs", "student-kd, 10 epochs"), ("student, 30 epochs", "student-kd, 30 epochs")]
 
 
 def _arm(folders: list[str]) -> dict[str, Any]:
@@ -38,11 +42,13 @@ def _arm(folders: list[str]) -> dict[str, Any]:
         summary_path = RESULTS / name / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         int8_path = RESULTS / name / "val_metrics_int8.json"
+        full_path = RESULTS / name / "val_metrics_int8_full_range.json"
         runs.append({
             "folder": name,
             "seed": summary.get("seed"),
             "mIoU": metrics["mIoU"],
             "mIoU_int8": json.loads(int8_path.read_text())["mIoU"] if int8_path.is_file() else None,
+            "mIoU_int8_full_range": json.loads(full_path.read_text())["mIoU"] if full_path.is_file() else None,
             "wall_minutes": summary.get("wall_minutes"),
             "per_class": {c["name"]: c["iou"] for c in metrics["per_class"]},
         })
@@ -57,15 +63,19 @@ def _arm(folders: list[str]) -> dict[str, Any]:
     return out
 
 
-def summarize(arms: dict[str, list[str]] = ARMS) -> dict[str, Any]:
-    result: dict[str, Any] = {"split": "val", "arms": {name: _arm(folders) for name, folders in arms.items()}}
-    base, kd = result["arms"].get("student"), result["arms"].get("student-kd")
-    if base and kd and base["n"] and kd["n"]:
+def summarize(arms: dict[str, list[str]] = ARMS, pairs: list[tuple[str, str]] = PAIRS) -> dict[str, Any]:
+    result: dict[str, Any] = {"split": "val", "arms": {name: _arm(folders) for name, folders in arms.items()},
+                              "kd_gain": {}}
+    for base_name, kd_name in pairs:
+        base, kd = result["arms"][base_name], result["arms"][kd_name]
+        if not (base["n"] and kd["n"]):
+            continue
         b, k = [r["mIoU"] for r in base["runs"]], [r["mIoU"] for r in kd["runs"]]
         # with one seed in an arm there is no noise estimate: no verdict
         verdict = min(k) > max(b) if len(k) >= 2 and len(b) >= 2 else None
-        result["kd_gain"] = {"mean": kd["mean"] - base["mean"], "worst_case": min(k) - max(b),
-                             "best_case": max(k) - min(b), "outside_seed_noise": verdict}
+        result["kd_gain"][kd_name] = {"baseline": base_name, "mean": kd["mean"] - base["mean"],
+                                      "worst_case": min(k) - max(b), "best_case": max(k) - min(b),
+                                      "outside_seed_noise": verdict}
     return result
 
 
@@ -74,22 +84,23 @@ def _pct(x: float | None, digits: int = 1) -> str:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["| recipe | seeds | val mIoU mean | range | std | per seed | INT8 per seed |", "|---|---:|---:|---:|---:|---|---|"]
+    lines = ["| recipe | seeds | val mIoU mean | range | std | per seed | INT8 per seed (7-bit / 8-bit weights) |",
+             "|---|---:|---:|---:|---:|---|---|"]
     for name, arm in result["arms"].items():
         if not arm["n"]:
             lines.append(f"| {name} | 0 | (missing: {', '.join(arm['missing'])}) | | | | |")
             continue
         seeds = ", ".join(f"{_pct(r['mIoU'])} (s{r['seed']})" for r in arm["runs"])
-        int8 = ", ".join(_pct(r["mIoU_int8"]) for r in arm["runs"])
+        int8 = ", ".join(f"{_pct(r['mIoU_int8'])} / {_pct(r['mIoU_int8_full_range'])}" for r in arm["runs"])
         lines.append(f"| {name} | {arm['n']} | {_pct(arm['mean'])} | {_pct(arm['range'])} | {_pct(arm['std'])} | "
                      f"{seeds} | {int8} |")
-    gain = result.get("kd_gain")
-    if gain:
+    for kd_name, gain in result["kd_gain"].items():
+        verdict = {True: "outside the seed noise", False: "NOT outside the seed noise",
+                   None: "no verdict on the seed noise (needs 2 seeds per arm)"}[gain["outside_seed_noise"]]
         lines.append("")
-        lines.append(f"Distillation gain: {100 * gain['mean']:+.1f} points (mean over seeds); worst case "
-                     f"{100 * gain['worst_case']:+.1f}, best case {100 * gain['best_case']:+.1f}; "
-                     + {True: "outside the seed noise.", False: "NOT outside the seed noise.",
-                        None: "no verdict on the seed noise (needs 2 seeds per arm)."}[gain["outside_seed_noise"]])
+        lines.append(f"Distillation gain, {kd_name} vs {gain['baseline']}: {100 * gain['mean']:+.1f} points (mean over "
+                     f"seeds); worst case {100 * gain['worst_case']:+.1f}, best case {100 * gain['best_case']:+.1f}; "
+                     f"{verdict}.")
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@ mIoU measured the way a user measures it (``distilseg eval``, fp32 and, with ``-
 
 Writes into NAME: ``config.yaml``, ``history.csv``, ``curves.png``, ``distill.json`` (when the run has them),
 ``train.log`` (the console log without progress-bar redraws), ``val_metrics_fp32.json`` / ``val_metrics_int8.json``
-(``distilseg eval`` metrics.json) and ``summary.json`` (seed, val mIoU, INT8 mIoU, wall minutes, commands).
+/ ``val_metrics_int8_full_range.json`` (``distilseg eval`` metrics.json; INT8 exported by default and with
+``--full-range``) and ``summary.json`` (seed, val mIoU, INT8 mIoU, wall minutes, commands).
 Model weights stay out of git (``bundle_zoo.py`` stores the bundled ones in fp16).
 """
 from __future__ import annotations
@@ -91,14 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         _run(["distilseg", "eval", "--checkpoint", str(best), *data, "--out", f"{td}/fp32"], commands)
         shutil.copy2(f"{td}/fp32/metrics.json", args.dest / "val_metrics_fp32.json")
         summary["val_mIoU"] = json.loads((args.dest / "val_metrics_fp32.json").read_text())["mIoU"]
-        if args.int8:
-            onnx = f"{td}/model_int8.onnx"
+        # INT8 as exported by default (7-bit weights: safe on every x86 CPU) and with --full-range (8-bit
+        # weights: for CPUs with VNNI, such as this project's, and ARM)
+        for variant, extra in (("int8", []), ("int8_full_range", ["--full-range"])):
+            if not args.int8:
+                break
+            onnx = f"{td}/model_{variant}.onnx"
             _run(["distilseg", "export", "--checkpoint", str(best), "--out", onnx, "--int8", "--calibration-dataset",
                   "camvid", "--calibration-root", args.root, "--calibration-split", "train",
-                  "--calibration-images", "64", "--check-images", "0"], commands)
-            _run(["distilseg", "eval", "--checkpoint", onnx, *data, "--out", f"{td}/int8"], commands)
-            shutil.copy2(f"{td}/int8/metrics.json", args.dest / "val_metrics_int8.json")
-            summary["val_mIoU_int8"] = json.loads((args.dest / "val_metrics_int8.json").read_text())["mIoU"]
+                  "--calibration-images", "64", "--check-images", "0", *extra], commands)
+            _run(["distilseg", "eval", "--checkpoint", onnx, *data, "--out", f"{td}/{variant}"], commands)
+            shutil.copy2(f"{td}/{variant}/metrics.json", args.dest / f"val_metrics_{variant}.json")
+            summary[f"val_mIoU_{variant}"] = json.loads((args.dest / f"val_metrics_{variant}.json").read_text())["mIoU"]
     config = yaml.safe_load((args.run / "config.yaml").read_text()) if (args.run / "config.yaml").is_file() else {}
     summary.update(seed=config.get("seed"), epochs=config.get("epochs"), model=config.get("model"),
                    model_args=config.get("model_args"), commands=commands)
