@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "fps_end_to_end: frames / seconds of the video pipeline as `predict` prints it (decode, "
                 "preprocess, network, labels to 1080p, overlay + legend, H.264 encode), median of the runs; "
                 "command_wall_s: each whole predict call, model load included (in a fresh process the CLI's "
-                "imports add ~4 s once: building the parser imports the training stack). "
+                "imports add ~1.5 s once: torch and the inference stack; the training stack is not imported). "
                 "stage_ms_per_frame_pipelined: busy wall time of each stage of the median run; the stages "
                 "overlap in three threads (decode+preprocess | network+argmax | upsample+overlay+encode) and "
                 "share 2 cores, so each is stretched and they add up to more than the frame time. "
