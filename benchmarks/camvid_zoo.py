@@ -46,6 +46,16 @@ def _bench(ref: str, runtime: str, args: argparse.Namespace, log: list[dict[str,
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _int8(ref: str, onnx: Path, eval_out: Path, extra: list[str], data: list[str], args: argparse.Namespace,
+          log: list[dict[str, Any]]) -> dict[str, Any]:
+    """``distilseg export --int8 [extra]`` calibrated on CamVid train, then ``distilseg eval`` of the file."""
+    _run(["distilseg", "export", "--checkpoint", ref, "--out", str(onnx), "--int8", *extra, "--calibration-dataset",
+          "camvid", "--calibration-root", args.root, "--calibration-split", "train", "--calibration-images",
+          str(args.calibration_images), "--check-images", "0"], log)
+    _run(["distilseg", "eval", "--checkpoint", str(onnx), *data, "--out", str(eval_out)], log)
+    return json.loads((eval_out / "metrics.json").read_text())
+
+
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     log: list[dict[str, Any]] = []
     ref, folder = f"zoo:{name}", Path(args.out) / name
@@ -54,17 +64,9 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     fp32_metrics = json.loads((folder / "eval_fp32" / "metrics.json").read_text())
     fp32_onnx, int8_onnx = folder / "model_fp32.onnx", folder / "model_int8.onnx"
     _run(["distilseg", "export", "--checkpoint", ref, "--out", str(fp32_onnx), "--check-images", "0"], log)
-    _run(["distilseg", "export", "--checkpoint", ref, "--out", str(int8_onnx), "--int8", "--calibration-dataset",
-          "camvid", "--calibration-root", args.root, "--calibration-split", "train", "--calibration-images",
-          str(args.calibration_images), "--check-images", "0"], log)
-    _run(["distilseg", "eval", "--checkpoint", str(int8_onnx), *data, "--out", str(folder / "eval_int8")], log)
-    int8_metrics = json.loads((folder / "eval_int8" / "metrics.json").read_text())
+    int8_metrics = _int8(ref, int8_onnx, folder / "eval_int8", [], data, args, log)
     full_onnx = folder / "model_int8_full_range.onnx"  # 8-bit weights: for VNNI (this CPU) and ARM targets
-    _run(["distilseg", "export", "--checkpoint", ref, "--out", str(full_onnx), "--int8", "--full-range",
-          "--calibration-dataset", "camvid", "--calibration-root", args.root, "--calibration-split", "train",
-          "--calibration-images", str(args.calibration_images), "--check-images", "0"], log)
-    _run(["distilseg", "eval", "--checkpoint", str(full_onnx), *data, "--out", str(folder / "eval_int8_full")], log)
-    full_metrics = json.loads((folder / "eval_int8_full" / "metrics.json").read_text())
+    full_metrics = _int8(ref, full_onnx, folder / "eval_int8_full", ["--full-range"], data, args, log)
     torch_b = _bench(ref, "torch", args, log)
     ort_b = _bench(str(fp32_onnx), "onnxruntime", args, log)
     int8_b = _bench(str(int8_onnx), "onnxruntime", args, log)

@@ -94,7 +94,7 @@ def _remove_dump(folder: Path, before: set[str]) -> None:
     dump.unlink(missing_ok=True)
 
 
-def _pre_process(quant_pre_process, fp32_path: Path, prepped: Path) -> None:
+def _pre_process(fp32_path: Path, prepped: Path) -> None:
     """Shape inference + optimization before quantization, leaving nothing in the user's directory.
 
     A fixed-size graph gets ONNX's own shape inference, which is exact there (the QDQ graph comes out the same
@@ -103,6 +103,8 @@ def _pre_process(quant_pre_process, fp32_path: Path, prepped: Path) -> None:
     current directory), and then ONNX's inference is enough for static QDQ quantization; the dump it left in
     the current directory is removed.
     """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     if _static_input(fp32_path):
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
         return
@@ -139,8 +141,6 @@ def quantize_int8(
     atomically and returns it.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     arrays = list(calibration)
     if not arrays:
         raise UsageError("INT8 quantization needs at least one calibration image")
@@ -154,7 +154,7 @@ def quantize_int8(
     }[method]
     with tempfile.TemporaryDirectory(prefix="distilseg-quant-") as td:
         prepped = Path(td) / "prepped.onnx"
-        _pre_process(quant_pre_process, fp32_path, prepped)
+        _pre_process(fp32_path, prepped)
         reader = ArrayCalibrationReader(arrays, stride=stride)
         excluded = list(exclude or [])
         if keep_head_float:

@@ -107,5 +107,5 @@ def _stored_half(folder: Path) -> bool:
     from safetensors import safe_open
 
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
-        return all(f.get_slice(k).get_dtype() in ("F16", "BF16") for k in f.keys()
-                   if f.get_slice(k).get_dtype().startswith(("F", "BF")))
+        floats = [d for d in (f.get_slice(k).get_dtype() for k in f.keys()) if d.startswith(("F", "BF"))]
+    return all(d in ("F16", "BF16") for d in floats)
