@@ -4,9 +4,9 @@ Runs, for each bundled model, exactly the commands a user would type, and keeps 
 
     distilseg eval   --checkpoint zoo:NAME --dataset camvid --root ROOT --split val --out OUT/NAME/eval_fp32
     distilseg export --checkpoint zoo:NAME --out OUT/NAME/model_fp32.onnx
-    distilseg export --checkpoint zoo:NAME --out OUT/NAME/model_int8.onnx --int8 --calibration-dataset camvid ...
+    distilseg export --checkpoint zoo:NAME --out OUT/NAME/model_int8.onnx --int8 --weight-bits 7 --calibration-dataset camvid ...
     distilseg eval   --checkpoint OUT/NAME/model_int8.onnx ... --out OUT/NAME/eval_int8
-    (and the same INT8 export with --full-range: 8-bit weights, for CPUs with VNNI and ARM)
+    (and the same INT8 export with --weight-bits 8, export's default on CPUs with VNNI (this one) and ARM)
     distilseg bench  --checkpoint zoo:NAME | model_fp32.onnx | model_int8.onnx --img-size 360 480 --threads 2 --json
 
 Usage:
@@ -64,9 +64,9 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     fp32_metrics = json.loads((folder / "eval_fp32" / "metrics.json").read_text())
     fp32_onnx, int8_onnx = folder / "model_fp32.onnx", folder / "model_int8.onnx"
     _run(["distilseg", "export", "--checkpoint", ref, "--out", str(fp32_onnx), "--check-images", "0"], log)
-    int8_metrics = _int8(ref, int8_onnx, folder / "eval_int8", [], data, args, log)
+    int8_metrics = _int8(ref, int8_onnx, folder / "eval_int8", ["--weight-bits", "7"], data, args, log)
     full_onnx = folder / "model_int8_full_range.onnx"  # 8-bit weights: for VNNI (this CPU) and ARM targets
-    full_metrics = _int8(ref, full_onnx, folder / "eval_int8_full", ["--full-range"], data, args, log)
+    full_metrics = _int8(ref, full_onnx, folder / "eval_int8_full", ["--weight-bits", "8"], data, args, log)
     torch_b = _bench(ref, "torch", args, log)
     ort_b = _bench(str(fp32_onnx), "onnxruntime", args, log)
     int8_b = _bench(str(int8_onnx), "onnxruntime", args, log)

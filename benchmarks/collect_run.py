@@ -6,8 +6,8 @@ mIoU measured the way a user measures it (``distilseg eval``, fp32 and, with ``-
 
 Writes into NAME: ``config.yaml``, ``history.csv``, ``curves.png``, ``distill.json`` (when the run has them),
 ``train.log`` (the console log without progress-bar redraws), ``val_metrics_fp32.json`` / ``val_metrics_int8.json``
-/ ``val_metrics_int8_full_range.json`` (``distilseg eval`` metrics.json; INT8 exported by default and with
-``--full-range``) and ``summary.json`` (seed, val mIoU, INT8 mIoU, wall minutes, commands).
+/ ``val_metrics_int8_full_range.json`` (``distilseg eval`` metrics.json; INT8 exported with ``--weight-bits 7``
+and ``--weight-bits 8``) and ``summary.json`` (seed, val mIoU, INT8 mIoU, wall minutes, commands).
 Model weights stay out of git (``bundle_zoo.py`` stores the bundled ones in fp16).
 """
 from __future__ import annotations
@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         _run(["distilseg", "eval", "--checkpoint", str(best), *data, "--out", f"{td}/fp32"], commands)
         shutil.copy2(f"{td}/fp32/metrics.json", args.dest / "val_metrics_fp32.json")
         summary["val_mIoU"] = json.loads((args.dest / "val_metrics_fp32.json").read_text())["mIoU"]
-        # INT8 as exported by default (7-bit weights: safe on every x86 CPU) and with --full-range (8-bit
-        # weights: for CPUs with VNNI, such as this project's, and ARM)
-        for variant, extra in (("int8", []), ("int8_full_range", ["--full-range"])):
+        # INT8 with 7-bit weights (safe on every x86 CPU) and with 8-bit weights (export's default on CPUs
+        # with VNNI, such as this project's, and on ARM)
+        for variant, extra in (("int8", ["--weight-bits", "7"]), ("int8_full_range", ["--weight-bits", "8"])):
             if not args.int8:
                 break
             onnx = f"{td}/model_{variant}.onnx"

@@ -193,7 +193,7 @@ def test_int8_static_quantization_agrees_with_fp32(trained, tmp_path):
     code = main([
         "export", "--checkpoint", str(trained), "--out", str(out), "--int8",
         "--calibration-dataset", "synthetic", "--calibration-split", "train", "--calibration-images", "16",
-        "--check-split", "val", "--check-images", "8",
+        "--check-split", "val", "--check-images", "8", "--weight-bits", "7",
     ])
     assert code == 0
     graph = onnx.load(str(out)).graph
@@ -204,6 +204,8 @@ def test_int8_static_quantization_agrees_with_fp32(trained, tmp_path):
     assert side["precision"] == "int8"
     assert side["calibration"] == {"dataset": "synthetic", "split": "train", "num_images": 16}
     assert side["quantization"]["reduce_range"] is True and side["quantization"]["head_float"] is True
+    assert side["quantization"]["weight_bits"] == 7
+    assert _largest_int8_weight(graph) <= 64  # 7-bit: the largest filter weight maps to 63 or 64, never 127
     # the classifier conv reads float weights straight from an initializer (no DequantizeLinear before it)
     head = [n for n in graph.node if n.op_type == "Conv"][-1]
     floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
@@ -225,14 +227,48 @@ def test_int8_static_quantization_agrees_with_fp32(trained, tmp_path):
     assert qnames and onnx_param_count(out) == onnx_param_count(fp32["onnx"])
 
 
+def _largest_int8_weight(graph) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    return max(int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max())
+               for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims)
+
+
+def test_default_weight_bits_follow_the_cpu():
+    from distilseg.export.quantize import default_reduce_range
+
+    flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {}\nbogomips\t: 1\n"
+    assert default_reduce_range("x86_64", flags.format("avx512_vnni"))[0] is False
+    assert default_reduce_range("x86_64", flags.format("avx_vnni"))[0] is False
+    assert default_reduce_range("AMD64", flags.format(""))[0] is True
+    assert default_reduce_range("x86_64", "")[0] is True  # flags unreadable: the safe 7 bits
+    assert default_reduce_range("aarch64", "")[0] is False
+    assert default_reduce_range("arm64", flags.format(""))[0] is False
+    reduce, why = default_reduce_range("x86_64", flags.format("avx512_vnni"))
+    assert "avx512_vnni" in why and why.startswith("8-bit")
+
+
 def test_int8_calibration_reads_the_dataset_with_its_options(trained, tmp_path, capsys):
+    import onnx
+
+    from distilseg.export.quantize import default_reduce_range
+
     out = tmp_path / "q.onnx"
     code = main([
         "export", "--checkpoint", str(trained), "--out", str(out), "--int8", "--calibration-dataset", "synthetic",
         "--calibration-images", "16", "--calibration-dataset-args", "num_images=3", "--check-images", "2",
     ])
     assert code == 0
+    # no --weight-bits: this CPU's choice, printed and kept in the sidecar
+    reduce, why = default_reduce_range()
+    assert f"INT8 weights: {7 if reduce else 8}-bit ({why})" in capsys.readouterr().out
     side = json.loads(out.with_suffix(".json").read_text())
+    assert side["quantization"]["reduce_range"] is reduce and side["quantization"]["weight_bits_reason"] == why
+    assert (_largest_int8_weight(onnx.load(str(out)).graph) <= 64) is reduce
+    contradiction = main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "x.onnx"), "--int8",
+                          "--calibration-dataset", "synthetic", "--full-range", "--weight-bits", "7"])
+    assert contradiction == 2 and "contradicts --weight-bits 7" in capsys.readouterr().err
     # the option reached the dataset: only its 3 images exist (the default train split has more than 16)
     assert side["calibration"] == {"dataset": "synthetic", "split": "train", "num_images": 3,
                                    "dataset_args": {"num_images": 3}}

@@ -51,8 +51,18 @@ def create_dataset(
     transform: Callable[..., dict[str, Any]] | None = None,
     **options: Any,
 ) -> SegDataset:
-    """Build a registered dataset; bad names/splits/options are UsageErrors, bad folders DataErrors."""
+    """Build a registered dataset; bad names/splits/options are UsageErrors, bad folders DataErrors.
+
+    ``split`` may join splits with ``+`` (``"train+val"``): one dataset of their samples in order.
+    """
     cls = _get(name)
+    if isinstance(split, str) and "+" in split:
+        parts = split.split("+")
+        if len(set(parts)) != len(parts) or not all(parts):
+            raise UsageError(f"split {split!r}: join distinct split names with '+', e.g. train+val")
+        from .concat import JoinedSplits
+
+        return JoinedSplits([create_dataset(name, root, p, None, **options) for p in parts], transform)
     if split not in cls.splits:
         raise UsageError(f"dataset {name!r} has no split {split!r}; choose one of: {', '.join(cls.splits)}")
     unknown = sorted(set(options) - set(cls.options))

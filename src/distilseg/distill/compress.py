@@ -176,7 +176,8 @@ class Compressor:
                 calibration_images=int(self.s["calibration_images"]),
                 calibration_dataset_args=dict(self.s["dataset_args"] or {}), check_images=0,
             )
-            info = {"int8": str(int8), "int8_size_mb": r8["size_mb"]}
+            info = {"int8": str(int8), "int8_size_mb": r8["size_mb"],
+                    "int8_weight_bits": r8["quantization"]["weight_bits"]}
             if self.s["ort_fp32"]:
                 r32 = export_checkpoint(ckpt, fp32, img_size=size, check_images=0)
                 info.update(fp32=str(fp32), fp32_size_mb=r32["size_mb"])

@@ -35,6 +35,8 @@ class TrainConfig:
     dataset: str | None = None  # dataset name (`distilseg datasets`)
     root: str | None = None  # dataset root folder
     dataset_args: dict[str, Any] = field(default_factory=dict)  # dataset options
+    train_split: str = "train"  # split(s) to train on; train+val joins two (final-model protocol)
+    val_split: str = "val"  # split to validate (and select the best epoch) on
     model: str | None = None  # architecture (`distilseg models`)
     model_args: dict[str, Any] = field(default_factory=dict)  # architecture options
     img_size: list[int] = field(default_factory=lambda: [256, 256])  # training crop [H, W]
@@ -119,6 +121,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     a("--root", "--root_path", dest="root", default=_SUPPRESS, metavar="PATH", help="dataset root folder")
     a("--dataset-args", dest="dataset_args", nargs="*", type=_kv, default=_SUPPRESS, metavar="K=V",
       help="dataset options, e.g. level=1 binary=true")
+    a("--train-split", dest="train_split", default=_SUPPRESS, metavar="SPLIT",
+      help=f"split(s) to train on; '+' joins splits, e.g. train+val (default {d['train_split']})")
+    a("--val-split", dest="val_split", default=_SUPPRESS, metavar="SPLIT",
+      help=f"split to validate on and select the best epoch by (default {d['val_split']})")
     a("--model", default=_SUPPRESS, help="architecture (see `distilseg models`)")
     a("--model-args", dest="model_args", nargs="*", type=_kv, default=_SUPPRESS, metavar="K=V",
       help="architecture options, e.g. depth=4 base_width=32")
@@ -328,7 +334,7 @@ def validate(cfg: dict[str, Any], origin: dict[str, str] | None = None) -> None:
     for key in ("dataset", "model", "out"):
         if not cfg.get(key):
             raise UsageError(f"--{key} is required (on the command line or in --config)")
-    for key in ("dataset", "model", "optimizer", "scheduler", "loss", "class_weights"):
+    for key in ("dataset", "model", "optimizer", "scheduler", "loss", "class_weights", "train_split", "val_split"):
         if not isinstance(cfg[key], str):
             raise UsageError(f"{_setting(key, origin)} must be a name (text), got {cfg[key]!r}")
     for key in ("out", "root", "pretrained"):

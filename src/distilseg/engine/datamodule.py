@@ -72,10 +72,14 @@ def build_datasets(cfg: dict[str, Any]) -> tuple[Any, Any, list[float], list[flo
         )
     eval_tf = dmod.build_eval_transform(img_size=tuple(eval_size(cfg)), mean=mean, std=std)
     opts = dict(cfg["dataset_args"])
-    train_ds = dmod.create_dataset(cfg["dataset"], root=cfg["root"], split="train", transform=train_tf, **opts)
-    val_ds = dmod.create_dataset(cfg["dataset"], root=cfg["root"], split="val", transform=eval_tf, **opts)
+    train_split, val_split = cfg.get("train_split", "train"), cfg.get("val_split", "val")
+    train_ds = dmod.create_dataset(cfg["dataset"], root=cfg["root"], split=train_split, transform=train_tf, **opts)
+    val_ds = dmod.create_dataset(cfg["dataset"], root=cfg["root"], split=val_split, transform=eval_tf, **opts)
     if len(train_ds) == 0:
         raise DataError(f"dataset {cfg['dataset']} ({cfg['root']}): the training split has no samples")
+    if val_split in train_split.split("+"):
+        print(f"distilseg: note: the validation split {val_split!r} is part of the training split {train_split!r}: "
+              f"its scores are not a held-out estimate, and the best epoch is selected on training data")
     return train_ds, val_ds, mean, std
 
 

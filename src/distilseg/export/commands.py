@@ -39,9 +39,11 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-images", type=int, default=64)
     p.add_argument("--calibration-dataset-args", nargs="*", default=[], metavar="K=V",
                    help="options of the calibration dataset, as train's --dataset-args (e.g. label_type=misc20)")
-    p.add_argument("--full-range", action="store_true",
-                   help="8-bit INT8 weights (default is 7-bit 'reduce_range', which avoids overflow in the "
-                        "kernels of x86 CPUs without VNNI; use this for VNNI/ARM-only targets)")
+    p.add_argument("--weight-bits", choices=("auto", "7", "8"), default="auto",
+                   help="INT8 weight range: 7 ('reduce_range') avoids the overflow in the int8 kernels of x86 CPUs "
+                        "without VNNI, 8 is more accurate on VNNI and ARM CPUs; auto (default) picks for the CPU "
+                        "that exports (the choice and its reason are printed and kept in the sidecar)")
+    p.add_argument("--full-range", action="store_true", help="same as --weight-bits 8")
     p.add_argument("--quantize-head", action="store_true",
                    help="also quantize the final classifier conv (default: kept in float for accuracy)")
     p.add_argument("--check-images", type=int, default=4,
@@ -97,6 +99,13 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _reduce_range(args: argparse.Namespace) -> bool | None:
+    """``--weight-bits`` / ``--full-range`` -> ``reduce_range`` (``None``: the CPU decides)."""
+    if args.full_range or args.weight_bits == "8":
+        return False
+    return True if args.weight_bits == "7" else None
+
+
 def run_export(args: argparse.Namespace) -> int:
     from ..engine.evaluate import parse_key_values
     from ..io import ensure_output_file
@@ -111,6 +120,8 @@ def run_export(args: argparse.Namespace) -> int:
 
         if args.calibration_dataset_args and not args.calibration_dataset:
             raise UsageError("--calibration-dataset-args needs --calibration-dataset NAME")
+        if args.full_range and args.weight_bits == "7":
+            raise UsageError("--full-range means --weight-bits 8; it contradicts --weight-bits 7")
         if args.int8 and args.calibration_images < 1:
             raise UsageError(f"--calibration-images must be positive, got {args.calibration_images}")
         result = export_checkpoint(
@@ -128,7 +139,7 @@ def run_export(args: argparse.Namespace) -> int:
             calibration_dataset_args=parse_key_values(args.calibration_dataset_args, "--calibration-dataset-args"),
             check_images=args.check_images,
             check_split=args.check_split,
-            reduce_range=not args.full_range,
+            reduce_range=_reduce_range(args),
             keep_head_float=not args.quantize_head,
             tolerance=args.tolerance,
             min_agreement=args.min_agreement,
@@ -139,6 +150,9 @@ def run_export(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote {result['onnx' if 'onnx' in result else 'path']} ({result['size_mb']:.2f} MB, "
           f"{result.get('precision', 'fp32')})")
+    quantization = result.get("quantization")
+    if quantization:
+        print(f"INT8 weights: {quantization['weight_bits']}-bit ({quantization['weight_bits_reason']})")
     check = result.get("check")
     if check:
         print(f"check vs PyTorch fp32 on {check['num_images']} {check['source']} image(s): "

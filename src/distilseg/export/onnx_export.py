@@ -291,7 +291,7 @@ def export_checkpoint(
     calibration_dataset_args: dict[str, Any] | None = None,
     check_images: int = 4,
     check_split: str | None = None,
-    reduce_range: bool = True,
+    reduce_range: bool | None = None,
     keep_head_float: bool = True,
     tolerance: float | None = None,
     min_agreement: float | None = None,
@@ -325,7 +325,11 @@ def export_checkpoint(
     size = parse_size(img_size) or parse_size(config.get("input_size")) or DEFAULT_SIZE
     mean, std = config.get("mean") or IMAGENET_MEAN, config.get("std") or IMAGENET_STD
     if int8:
-        from .quantize import quantize_int8
+        from .quantize import default_reduce_range, quantize_int8
+
+        weight_bits_reason = "set by the caller"
+        if reduce_range is None:
+            reduce_range, weight_bits_reason = default_reduce_range()
 
         calib = dataset_images(calibration_dataset, calibration_root, calibration_split, calibration_images,
                                calibration_dataset_args)
@@ -344,11 +348,13 @@ def export_checkpoint(
                 side["calibration"]["dataset_args"] = dict(calibration_dataset_args)
             side["quantization"] = {"format": "QDQ", "activations": "QUInt8", "weights": "QInt8",
                                     "per_channel": True, "reduce_range": bool(reduce_range),
+                                    "weight_bits": 7 if reduce_range else 8, "weight_bits_reason": weight_bits_reason,
                                     "head_float": bool(keep_head_float), "calibration_method": "minmax"}
             atomic_write_json(sidecar_path(out), side)
     else:
         export_onnx(model, config, out, opset=opset, dynamic=dynamic, img_size=size, fp16=fp16,
                     source=str(checkpoint))
+    quantization = side["quantization"] if int8 else None
     check: dict[str, Any] | None = None
     if check_images:
         if calibration_dataset:
@@ -383,6 +389,7 @@ def export_checkpoint(
         "img_size": list(size),
         "dynamic": dynamic,
         "opset": int(opset),
+        "quantization": quantization,
         "check": check,
     }
 

@@ -5,9 +5,13 @@ weights (U8S8); per-channel weight scales keep conv layers with very different f
 the QDQ format lets the runtime fuse DequantizeLinear -> Conv -> QuantizeLinear into integer kernels while
 the file stays a standard ONNX graph. ``quant_pre_process`` (shape inference + graph optimization, which
 folds BatchNorm into convs) runs first so that the quantizer sees the graph the runtime will execute.
-``reduce_range=True`` (7-bit weights, the default) avoids the int16 overflow of the U8S8 kernels on x86 CPUs
-without VNNI (AVX2 / AVX-512 ``vpmaddubsw`` saturates): measured on an AVX2 machine with a U-Net on CamVid,
-agreement with fp32 went from 82% to 97% by this flag alone. On VNNI or ARM targets it costs almost nothing.
+``reduce_range=True`` (7-bit weights) avoids the int16 overflow of the U8S8 kernels on x86 CPUs without
+VNNI (AVX2 / AVX-512 ``vpmaddubsw`` saturates): measured on an AVX2 machine with a U-Net on CamVid,
+agreement with fp32 went from 82% to 97% by this flag alone. On VNNI (and ARM) CPUs the kernels do not
+saturate and the eighth bit is worth keeping: 7-bit weights cost the CamVid stride-8 students 0.1-0.8 mIoU
+points, 8-bit at most 0.2 (benchmarks/results/camvid_student_fpn8_*). So the default (``reduce_range=None``)
+is chosen for the CPU that exports, which is usually the one that deploys (ONNX Runtime's own default is
+8-bit): 8-bit on ARM and on x86 with VNNI, 7-bit on other x86 CPUs; ``--weight-bits 7|8`` overrides it.
 """
 from __future__ import annotations
 
@@ -21,9 +25,42 @@ import numpy as np
 from ..errors import UsageError
 from ..io import atomic_write
 
-__all__ = ["ArrayCalibrationReader", "quantize_int8"]
+__all__ = ["ArrayCalibrationReader", "quantize_int8", "default_reduce_range"]
 
 _METHODS = ("minmax", "entropy", "percentile")
+
+
+#: x86 CPU flags (``/proc/cpuinfo``) of instructions that multiply-add uint8 x int8 into int32 without the
+#: int16 saturation of ``vpmaddubsw``.
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def default_reduce_range(machine: str | None = None, cpuinfo: str | None = None) -> tuple[bool, str]:
+    """``(reduce_range, why)`` for this CPU: 7-bit weights only on x86 without VNNI (see the module doc).
+
+    ``machine`` (``platform.machine()``) and ``cpuinfo`` (the text of ``/proc/cpuinfo``) default to this
+    machine's; an x86 CPU whose flags cannot be read is treated as lacking VNNI (the safe choice).
+    """
+    import platform
+
+    machine = (machine if machine is not None else platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False, f"8-bit weights: {machine or 'this'} CPU is not x86, its int8 kernels do not saturate"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+            break
+    found = sorted(flags & _VNNI_FLAGS)
+    if found:
+        return False, f"8-bit weights: this CPU has {found[0]}"
+    return True, "7-bit weights: this x86 CPU shows no VNNI (8-bit would saturate its int8 kernels)"
 
 
 def _reader_base():
@@ -126,7 +163,7 @@ def quantize_int8(
     *,
     stride: int = 1,
     per_channel: bool = True,
-    reduce_range: bool = True,
+    reduce_range: bool | None = None,
     method: str = "minmax",
     exclude: Sequence[str] | None = None,
     keep_head_float: bool = True,
@@ -134,13 +171,15 @@ def quantize_int8(
     """Quantize ``fp32_path`` to ``out_path`` with static QDQ INT8 calibrated on ``calibration`` arrays.
 
     ``calibration``: preprocessed ``3 x H x W`` (or ``1 x 3 x H x W``) float32 arrays, normalized exactly as
-    at inference time. ``reduce_range`` (default on): 7-bit weights, see the module doc. ``exclude``: node
+    at inference time. ``reduce_range``: 7-bit weights; ``None`` (default) asks ``default_reduce_range``. ``exclude``: node
     names kept in float. ``keep_head_float`` (default on) also keeps the last Conv (the classifier) in float:
     it is a tiny share of the compute, but quantizing its output puts the quantization step straight onto
     the logits, where near-tied classes flip (measured: 97.0% -> 98.7% agreement). Writes ``out_path``
     atomically and returns it.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    if reduce_range is None:
+        reduce_range = default_reduce_range()[0]
     arrays = list(calibration)
     if not arrays:
         raise UsageError("INT8 quantization needs at least one calibration image")

@@ -1,0 +1,89 @@
+"""``split="train+val"``: joined splits read each sample through its own adapter, survive --skip-bad filtering,
+and ``train --train-split train+val`` trains on both (the final-model protocol of issue 12)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distilseg.cli import main
+from distilseg.data import create_dataset
+from distilseg.data.validate import validate_dataset
+from distilseg.errors import DataError, UsageError
+
+
+def _folder(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 2)):
+        for i in range(n):
+            (root / split / "images").mkdir(parents=True, exist_ok=True)
+            (root / split / "masks").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(root / split / "images" / f"{split}{i}.png")
+            Image.fromarray(rng.integers(0, 3, (6, 8)).astype(np.uint8)).save(root / split / "masks" / f"{split}{i}.png")
+
+
+def test_joined_synthetic_splits_are_the_parts_in_order():
+    train = create_dataset("synthetic", split="train", num_images=3, size=[32, 32])
+    val = create_dataset("synthetic", split="val", num_images=3, size=[32, 32])
+    both = create_dataset("synthetic", split="train+val", num_images=3, size=[32, 32])  # options reach each part
+    assert both.split == "train+val" and len(both) == 6 and both.num_classes == train.num_classes
+    assert [s.name for s in both.samples] == [s.name for s in train.samples] + [s.name for s in val.samples]
+    for i, (part, j) in enumerate([(train, 0), (train, 1), (train, 2), (val, 0), (val, 1), (val, 2)]):
+        assert np.array_equal(both.load_image(i), part.load_image(j))
+        assert np.array_equal(both.load_mask(i), part.load_mask(j))
+    item = both[4]
+    assert item["name"] == val.samples[1].name and item["index"] == 4
+    assert torch.equal(item["mask"], torch.from_numpy(val.load_mask(1)).long())
+
+
+def test_joined_folder_splits_keep_their_files_after_skip_bad(tmp_path):
+    _folder(tmp_path)
+    bad = tmp_path / "train" / "images" / "train1.png"
+    bad.write_bytes(bad.read_bytes()[:-20])  # truncated: the quick check finds it
+    both = create_dataset("folder", root=tmp_path, split="train+val")
+    assert len(both) == 5
+    report = validate_dataset(both, full=False, skip_bad=True, workers=1)
+    assert [b.file for b in report.bad] == [str(bad)]
+    assert [s.name for s in both.samples] == ["train0", "train2", "val0", "val1"]
+    # index 1 is now train2, index 3 is val1: each read goes to the file of that sample
+    for i, (split, name) in enumerate([("train", "train0"), ("train", "train2"), ("val", "val0"), ("val", "val1")]):
+        want = np.asarray(Image.open(tmp_path / split / "masks" / f"{name}.png"))
+        assert np.array_equal(both.load_mask(i), want), name
+        assert both[i]["name"] == name
+
+
+def test_joined_split_errors(tmp_path):
+    with pytest.raises(UsageError, match="distinct split names"):
+        create_dataset("synthetic", split="train+train")
+    with pytest.raises(UsageError, match="distinct split names"):
+        create_dataset("synthetic", split="train+")
+    with pytest.raises(UsageError, match="no split 'dev'"):
+        create_dataset("synthetic", split="train+dev")
+    _folder(tmp_path)
+    (tmp_path / "val" / "masks" / "val0.png").unlink()
+    with pytest.raises(DataError):
+        create_dataset("folder", root=tmp_path, split="train+val")
+
+
+def test_train_on_train_plus_val(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main([
+        "train", "--dataset", "synthetic", "--dataset-args", "num_images=3", "size=[32,32]",
+        "--train-split", "train+val", "--val-split", "val",
+        "--model", "unet", "--model-args", "depth=2", "base_width=4", "--img-size", "32", "32",
+        "--epochs", "1", "--batch-size", "2", "--no-augment", "--no-progress", "--accelerator", "cpu",
+        "--out", str(out),
+    ])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "'val' is part of the training split 'train+val'" in captured.out
+    # 6 training images in batches of 2: three steps (the train split alone would give two)
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 3
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train_split"] == "train+val" and saved["val_split"] == "val"
