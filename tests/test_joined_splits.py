@@ -2,6 +2,7 @@
 and ``train --train-split train+val`` trains on both (the final-model protocol of issue 12)."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +49,14 @@ def test_joined_folder_splits_keep_their_files_after_skip_bad(tmp_path):
     report = validate_dataset(both, full=False, skip_bad=True, workers=1)
     assert [b.file for b in report.bad] == [str(bad)]
     assert [s.name for s in both.samples] == ["train0", "train2", "val0", "val1"]
-    # index 1 is now train2, index 3 is val1: each read goes to the file of that sample
+    # index 1 is now train2, index 3 is val1: each read goes to the file of that sample, also in a copy sent to
+    # a DataLoader worker started by spawn (pickled: the objects' ids change)
+    copy = pickle.loads(pickle.dumps(both))
     for i, (split, name) in enumerate([("train", "train0"), ("train", "train2"), ("val", "val0"), ("val", "val1")]):
         want = np.asarray(Image.open(tmp_path / split / "masks" / f"{name}.png"))
-        assert np.array_equal(both.load_mask(i), want), name
-        assert both[i]["name"] == name
+        for ds in (both, copy):
+            assert np.array_equal(ds.load_mask(i), want), name
+            assert ds[i]["name"] == name
 
 
 def test_joined_split_errors(tmp_path):

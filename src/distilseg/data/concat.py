@@ -37,8 +37,22 @@ class JoinedSplits(SegDataset):
         self.ignore_index = first.ignore_index
         self.parts = list(parts)
         self.samples = [s for p in self.parts for s in p.samples]
-        # sample object -> (its adapter, its index there); by identity, so filtering self.samples keeps it valid
+        self._index_owners()
+
+    def _index_owners(self) -> None:
+        # sample object -> (its adapter, its index there): by identity, so filtering self.samples keeps it valid
         self._owner = {id(s): (p, j) for p in self.parts for j, s in enumerate(p.samples)}
+
+    # DataLoader workers started by spawn (macOS, Windows) get a pickled copy: pickle keeps the samples shared
+    # between self.samples and the parts, but their ids change, so the index is rebuilt there.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_owner", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._index_owners()
 
     def _part(self, i: int) -> tuple[SegDataset, int]:
         return self._owner[id(self.samples[i])]
