@@ -105,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy2(f"{td}/{variant}/metrics.json", args.dest / f"val_metrics_{variant}.json")
             summary[f"val_mIoU_{variant}"] = json.loads((args.dest / f"val_metrics_{variant}.json").read_text())["mIoU"]
     config = yaml.safe_load((args.run / "config.yaml").read_text()) if (args.run / "config.yaml").is_file() else {}
+    train_split = str(config.get("train_split") or "train")
     summary.update(seed=config.get("seed"), epochs=config.get("epochs"), model=config.get("model"),
-                   model_args=config.get("model_args"), commands=commands)
+                   model_args=config.get("model_args"), train_split=train_split,
+                   # val_mIoU is a held-out score only when the run did not train on val
+                   val_held_out="val" not in train_split.split("+"), commands=commands)
     if args.times:
         summary["wall_minutes"] = wall_minutes(args.times, args.name or args.run.name)
     (args.dest / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -243,13 +243,16 @@ def test_default_weight_bits_follow_the_cpu():
     assert default_reduce_range("x86_64", flags.format("avx_vnni"))[0] is False
     assert default_reduce_range("AMD64", flags.format(""))[0] is True
     assert default_reduce_range("x86_64", "")[0] is True  # flags unreadable: the safe 7 bits
+    assert "unreadable" in default_reduce_range("x86_64", "")[1]
     assert default_reduce_range("aarch64", "")[0] is False
     assert default_reduce_range("arm64", flags.format(""))[0] is False
+    assert default_reduce_range("", "")[0] is True  # unknown CPU type: the safe 7 bits
+    assert default_reduce_range("riscv64", "")[0] is True
     reduce, why = default_reduce_range("x86_64", flags.format("avx512_vnni"))
     assert "avx512_vnni" in why and why.startswith("8-bit")
 
 
-def test_int8_calibration_reads_the_dataset_with_its_options(trained, tmp_path, capsys):
+def test_int8_calibration_reads_the_dataset_with_its_options(trained, tmp_path, capsys, monkeypatch):
     import onnx
 
     from distilseg.export.quantize import default_reduce_range
@@ -266,6 +269,22 @@ def test_int8_calibration_reads_the_dataset_with_its_options(trained, tmp_path, 
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["quantization"]["reduce_range"] is reduce and side["quantization"]["weight_bits_reason"] == why
     assert (_largest_int8_weight(onnx.load(str(out)).graph) <= 64) is reduce
+    # forced 8-bit (whatever this CPU is): full-range weights, and a warning where such a file would saturate
+    eight = tmp_path / "q8.onnx"
+    assert main(["export", "--checkpoint", str(trained), "--out", str(eight), "--int8", "--calibration-dataset",
+                 "synthetic", "--calibration-images", "4", "--check-images", "0", "--full-range"]) == 0
+    assert "INT8 weights: 8-bit (as asked" in capsys.readouterr().out
+    side8 = json.loads(eight.with_suffix(".json").read_text())["quantization"]
+    assert side8["weight_bits"] == 8 and side8["reduce_range"] is False
+    assert _largest_int8_weight(onnx.load(str(eight)).graph) == 127
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OnnxSegmenter(out)  # the 7- or 8-bit file chosen for this CPU: no warning
+    import distilseg.export.quantize as quantize
+
+    monkeypatch.setattr(quantize, "default_reduce_range", lambda: (True, "7-bit weights: this x86 CPU has no VNNI"))
+    with pytest.warns(UserWarning, match=r"q8\.onnx: INT8 file with 8-bit weights, but this x86 CPU has no VNNI"):
+        OnnxSegmenter(eight)
     contradiction = main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "x.onnx"), "--int8",
                           "--calibration-dataset", "synthetic", "--full-range", "--weight-bits", "7"])
     assert contradiction == 2 and "contradicts --weight-bits 7" in capsys.readouterr().err

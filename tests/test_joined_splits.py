@@ -70,24 +70,60 @@ def test_joined_split_errors(tmp_path):
     (tmp_path / "val" / "masks" / "val0.png").unlink()
     with pytest.raises(DataError):
         create_dataset("folder", root=tmp_path, split="train+val")
+    # a folder without split subfolders serves the same files as every split: joining would count them twice
+    flat = tmp_path / "flat"
+    for i in range(2):
+        (flat / "images").mkdir(parents=True, exist_ok=True)
+        (flat / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(flat / "images" / f"{i}.png")
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(flat / "masks" / f"{i}.png")
+    assert len(create_dataset("folder", root=flat, split="train")) == 2
+    with pytest.raises(UsageError, match="splits 'train' and 'val' both hold .*0.png"):
+        create_dataset("folder", root=flat, split="train+val")
+
+
+def test_inspect_joined_splits_keeps_each_split_apart(tmp_path, capsys):
+    import json
+
+    _folder(tmp_path)
+    for split in ("train", "val"):  # the same file name in both splits, and an orphan mask in val
+        Image.fromarray(np.full((6, 8, 3), 7, np.uint8)).save(tmp_path / split / "images" / "same.png")
+        Image.fromarray(np.full((6, 8), 1 if split == "train" else 2, np.uint8)).save(tmp_path / split / "masks" / "same.png")
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "val" / "masks" / "orphan.png")
+    out = tmp_path / "inspect"
+    assert main(["data", "inspect", "--dataset", "folder", "--root", str(tmp_path), "--split", "train+val",
+                 "--out", str(out), "--dump-masks", "--num-samples", "0"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["num_images"] == 7
+    assert stats["orphan_masks"] == [str(tmp_path / "val" / "masks" / "orphan.png")]
+    assert np.asarray(Image.open(out / "masks" / "train" / "same.png")).max() == 1
+    assert np.asarray(Image.open(out / "masks" / "val" / "same.png")).max() == 2
+    assert len(list((out / "masks").rglob("*.png"))) == 7
 
 
 def test_train_on_train_plus_val(tmp_path, capsys):
     out = tmp_path / "run"
     code = main([
         "train", "--dataset", "synthetic", "--dataset-args", "num_images=3", "size=[32,32]",
-        "--train-split", "train+val", "--val-split", "val",
+        "--train-split", "train+val", "--val-split", "val+test",
         "--model", "unet", "--model-args", "depth=2", "base_width=4", "--img-size", "32", "32",
         "--epochs", "1", "--batch-size", "2", "--no-augment", "--no-progress", "--accelerator", "cpu",
         "--out", str(out),
     ])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "'val' is part of the training split 'train+val'" in captured.out
-    # 6 training images in batches of 2: three steps (the train split alone would give two)
+    assert "the validation split 'val+test' overlaps the training split 'train+val' (val)" in captured.out
+    # 6 training images in batches of 2: three steps (the train split alone gives one: 3 images, last dropped)
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 3
     import yaml
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["train_split"] == "train+val" and saved["val_split"] == "val"
+    assert saved["train_split"] == "train+val" and saved["val_split"] == "val+test"
+    # validation ran on val+test: each of its 6 images scored once (supports = its non-void pixels)
+    import json
+
+    metrics = json.loads((out / "best" / "config.json").read_text())["metrics"]
+    val_test = create_dataset("synthetic", split="val+test", num_images=3, size=[32, 32])
+    scored = sum(int((val_test.load_mask(i) != 255).sum()) for i in range(len(val_test)))
+    assert sum(c["support"] for c in metrics["per_class"]) == scored > 5 * 32 * 32

@@ -105,9 +105,13 @@ def run_inspect(args: argparse.Namespace) -> int:
         mask_dir = out / "masks"
         mask_dir.mkdir(parents=True, exist_ok=True)
 
+        split_of = getattr(ds, "split_of", None)  # joined splits: one subfolder per split (names may repeat)
+
         def on_mask(i: int, mask: np.ndarray) -> None:
             img = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="L")
-            atomic_write(mask_dir / f"{ds.samples[i].name}.png", lambda tmp: img.save(tmp, format="PNG"))
+            folder = mask_dir / split_of(i) if split_of else mask_dir
+            folder.mkdir(exist_ok=True)
+            atomic_write(folder / f"{ds.samples[i].name}.png", lambda tmp: img.save(tmp, format="PNG"))
 
     stats = compute_class_stats(ds, workers=args.workers, progress=True, on_mask=on_mask)
     if validation is not None:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from .base import SegDataset
 
 __all__ = ["JoinedSplits"]
@@ -30,6 +30,17 @@ class JoinedSplits(SegDataset):
                     f"dataset {first.name} ({first.root}): split {other.split!r} has classes {other.classes} but "
                     f"split {first.split!r} has {first.classes}; they cannot be joined"
                 )
+        seen: dict[tuple[Any, Any], str] = {}
+        for p in parts:
+            for sample in p.samples:
+                key = (sample.image, sample.mask)
+                if sample.image is not None and key in seen and seen[key] != p.split:
+                    raise UsageError(
+                        f"dataset {first.name} ({first.root}): splits {seen[key]!r} and {p.split!r} both hold "
+                        f"{sample.image}; joined splits must be distinct files (a folder without split "
+                        f"subfolders has one split only)"
+                    )
+                seen.setdefault(key, p.split)
         split = "+".join(p.split for p in parts)
         super().__init__(first.root, split, transform, first.classes, first.palette)
         self.name = first.name
@@ -38,6 +49,9 @@ class JoinedSplits(SegDataset):
         self.parts = list(parts)
         self.samples = [s for p in self.parts for s in p.samples]
         self._index_owners()
+        orphans = [m for p in self.parts for m in (getattr(p, "orphan_masks", None) or [])]
+        if orphans:
+            self.orphan_masks = orphans
 
     def _index_owners(self) -> None:
         # sample object -> (its adapter, its index there): by identity, so filtering self.samples keeps it valid
@@ -56,6 +70,10 @@ class JoinedSplits(SegDataset):
 
     def _part(self, i: int) -> tuple[SegDataset, int]:
         return self._owner[id(self.samples[i])]
+
+    def split_of(self, i: int) -> str:
+        """The split that sample ``i`` comes from (names may repeat across splits)."""
+        return self._part(i)[0].split
 
     def load_image(self, i: int) -> np.ndarray:
         part, j = self._part(i)

@@ -69,7 +69,8 @@ def student_feature_channels(cfg: dict[str, Any], num_classes: int) -> list[int]
     return list(getattr(model, "feature_channels", []) or [])
 
 
-def dataset_num_classes(dataset: str, root: Any = None, dataset_args: dict[str, Any] | None = None) -> int:
+def dataset_num_classes(dataset: str, root: Any = None, dataset_args: dict[str, Any] | None = None,
+                        split: str = "train") -> int:
     """The class count of ``dataset`` as configured (its options, e.g. ``idd level=1``, ``oxford-pet
     binary=true``, a ``folder`` palette or inferred count), from the training split that training builds.
 
@@ -77,7 +78,7 @@ def dataset_num_classes(dataset: str, root: Any = None, dataset_args: dict[str, 
     ``None`` for datasets whose count depends on the data (``folder``)."""
     from ..data import create_dataset
 
-    ds = create_dataset(dataset, root=root, split="train", **dict(dataset_args or {}))
+    ds = create_dataset(dataset, root=root, split=split, **dict(dataset_args or {}))
     return int(ds.num_classes)
 
 
@@ -88,7 +89,8 @@ def build_distiller(cfg: dict[str, Any], teacher_ref: str, kd: str, hard_weight:
     dataset = _cfg_get(cfg, "dataset")
     num_classes = _cfg_get(cfg, "num_classes", default=None)
     if num_classes is None:
-        num_classes = dataset_num_classes(dataset, _cfg_get(cfg, "root"), _cfg_get(cfg, "dataset_args", default={}))
+        num_classes = dataset_num_classes(dataset, _cfg_get(cfg, "root"), _cfg_get(cfg, "dataset_args", default={}),
+                                          _cfg_get(cfg, "train_split", default="train"))
     num_classes = int(num_classes)
     teacher, tconf = load_teacher(teacher_ref)
     if int(tconf["num_classes"]) != num_classes:

@@ -77,9 +77,11 @@ def build_datasets(cfg: dict[str, Any]) -> tuple[Any, Any, list[float], list[flo
     val_ds = dmod.create_dataset(cfg["dataset"], root=cfg["root"], split=val_split, transform=eval_tf, **opts)
     if len(train_ds) == 0:
         raise DataError(f"dataset {cfg['dataset']} ({cfg['root']}): the training split has no samples")
-    if val_split in train_split.split("+"):
-        print(f"distilseg: note: the validation split {val_split!r} is part of the training split {train_split!r}: "
-              f"its scores are not a held-out estimate, and the best epoch is selected on training data")
+    shared = sorted(set(val_split.split("+")) & set(train_split.split("+")))
+    if shared:
+        print(f"distilseg: note: the validation split {val_split!r} overlaps the training split {train_split!r} "
+              f"({'+'.join(shared)}): its scores are no held-out estimate and best/ is chosen on training data "
+              f"(with a schedule fixed in advance take last/; --patience stops on training data too)")
     return train_ds, val_ds, mean, std
 
 

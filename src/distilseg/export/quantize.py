@@ -44,23 +44,27 @@ def default_reduce_range(machine: str | None = None, cpuinfo: str | None = None)
     import platform
 
     machine = (machine if machine is not None else platform.machine()).lower()
+    if machine in ("arm64", "aarch64") or machine.startswith("armv"):
+        return False, f"8-bit weights: this CPU is ARM ({machine}), its int8 kernels do not saturate"
     if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return False, f"8-bit weights: {machine or 'this'} CPU is not x86, its int8 kernels do not saturate"
+        return True, f"7-bit weights: CPU type {machine or 'unknown'!r} not recognized (7 bits are safe everywhere)"
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
         except OSError:
             cpuinfo = ""
-    flags: set[str] = set()
+    flags: set[str] | None = None
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "flags":
-            flags.update(value.split())
+            flags = set(value.split())
             break
+    if flags is None:
+        return True, "7-bit weights: this x86 CPU's flags are unreadable, so VNNI is not assumed"
     found = sorted(flags & _VNNI_FLAGS)
     if found:
         return False, f"8-bit weights: this CPU has {found[0]}"
-    return True, "7-bit weights: this x86 CPU shows no VNNI (8-bit would saturate its int8 kernels)"
+    return True, "7-bit weights: this x86 CPU has no VNNI (8-bit weights would saturate its int8 kernels)"
 
 
 def _reader_base():

@@ -7,6 +7,7 @@ deployed INT8 model can be evaluated and demoed by the same code paths as the to
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,6 +34,20 @@ def read_sidecar(onnx_path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         return {}
     return read_json_object(path, "sidecar settings")
+
+
+def _warn_if_int8_saturates(path: Path, config: dict[str, Any]) -> None:
+    """An INT8 file with 8-bit weights (exported on a VNNI or ARM CPU) loses accuracy on an x86 CPU without VNNI,
+    whose int8 kernels saturate; the export's own check ran on the exporting CPU and cannot see that."""
+    quant = config.get("quantization")
+    if not isinstance(quant, dict) or quant.get("reduce_range") is not False:
+        return
+    from ..export.quantize import default_reduce_range
+
+    reduce, why = default_reduce_range()
+    if reduce:
+        warnings.warn(f"{path}: INT8 file with 8-bit weights, but {why.split(': ', 1)[-1]}; "
+                      f"re-export with --weight-bits 7 to run it on this CPU", UserWarning, stacklevel=3)
 
 
 def default_providers() -> list[str]:
@@ -124,6 +139,7 @@ class OnnxSegmenter(SegmenterBase):
         self.source = self.path
         self.session = make_session(self.path, providers=providers, threads=threads)
         self._config: dict[str, Any] = read_sidecar(self.path)
+        _warn_if_int8_saturates(self.path, self._config)
         out_shape = self.session.get_outputs()[0].shape
         num_classes = self._config.get("num_classes")
         if num_classes is None:
