@@ -280,9 +280,9 @@ def test_int8_calibration_reads_the_dataset_with_its_options(trained, tmp_path, 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         OnnxSegmenter(out)  # the 7- or 8-bit file chosen for this CPU: no warning
-    import distilseg.export.quantize as quantize
+    import distilseg.inference.int8_cpu as int8_cpu
 
-    monkeypatch.setattr(quantize, "default_reduce_range", lambda: (True, "7-bit weights: this x86 CPU has no VNNI"))
+    monkeypatch.setattr(int8_cpu, "default_reduce_range", lambda: (True, "7-bit weights: this x86 CPU has no VNNI"))
     with pytest.warns(UserWarning, match=r"q8\.onnx: INT8 file with 8-bit weights, but this x86 CPU has no VNNI"):
         OnnxSegmenter(eight)
     contradiction = main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "x.onnx"), "--int8",

@@ -23,48 +23,12 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import UsageError
+from ..inference.int8_cpu import default_reduce_range
 from ..io import atomic_write
 
 __all__ = ["ArrayCalibrationReader", "quantize_int8", "default_reduce_range"]
 
 _METHODS = ("minmax", "entropy", "percentile")
-
-
-#: x86 CPU flags (``/proc/cpuinfo``) of instructions that multiply-add uint8 x int8 into int32 without the
-#: int16 saturation of ``vpmaddubsw``.
-_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def default_reduce_range(machine: str | None = None, cpuinfo: str | None = None) -> tuple[bool, str]:
-    """``(reduce_range, why)`` for this CPU: 7-bit weights only on x86 without VNNI (see the module doc).
-
-    ``machine`` (``platform.machine()``) and ``cpuinfo`` (the text of ``/proc/cpuinfo``) default to this
-    machine's; an x86 CPU whose flags cannot be read is treated as lacking VNNI (the safe choice).
-    """
-    import platform
-
-    machine = (machine if machine is not None else platform.machine()).lower()
-    if machine in ("arm64", "aarch64") or machine.startswith("armv"):
-        return False, f"8-bit weights: this CPU is ARM ({machine}), its int8 kernels do not saturate"
-    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return True, f"7-bit weights: CPU type {machine or 'unknown'!r} not recognized (7 bits are safe everywhere)"
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] | None = None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags = set(value.split())
-            break
-    if flags is None:
-        return True, "7-bit weights: this x86 CPU's flags are unreadable, so VNNI is not assumed"
-    found = sorted(flags & _VNNI_FLAGS)
-    if found:
-        return False, f"8-bit weights: this CPU has {found[0]}"
-    return True, "7-bit weights: this x86 CPU has no VNNI (8-bit weights would saturate its int8 kernels)"
 
 
 def _reader_base():

@@ -42,7 +42,7 @@ def _warn_if_int8_saturates(path: Path, config: dict[str, Any]) -> None:
     quant = config.get("quantization")
     if not isinstance(quant, dict) or quant.get("reduce_range") is not False:
         return
-    from ..export.quantize import default_reduce_range
+    from .int8_cpu import default_reduce_range
 
     reduce, why = default_reduce_range()
     if reduce:
