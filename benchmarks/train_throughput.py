@@ -9,7 +9,8 @@ fetch their next batch inside the timed span). Prints JSON with both rates and t
 recipes (``configs/camvid/*.yaml``'s architectures, batch 8 at their crop size, random data): fp32 vs
 ``bf16-mixed`` (autocast, as Lightning's plugin does), each with and without channels_last, and
 ``torch.compile`` where it works; images per second after a warm-up:
-``python benchmarks/train_throughput.py --settings --steps 6 --json benchmarks/results/train_settings.json``.
+``python benchmarks/train_throughput.py --settings --steps 6 --json benchmarks/results/train_settings.json``;
+``--compile --fast-only --recipe "stride 8"`` times compiled against eager training of the bundled student's setting.
 """
 from __future__ import annotations
 
@@ -76,6 +77,9 @@ RECIPES = {
     "student fpn(efficientnet_lite0, depth 4) 288x384": (
         "fpn", {"encoder": "efficientnet_lite0", "encoder_depth": 4, "pyramid_channels": 96,
                 "segmentation_channels": 64}, (288, 384)),
+    "student fpn(efficientnet_lite0, depth 4, stride 8) 288x384": (
+        "fpn", {"encoder": "efficientnet_lite0", "encoder_depth": 4, "pyramid_channels": 96,
+                "segmentation_channels": 64, "decode_stride": 8}, (288, 384)),
     "lite_student 360x480": ("lite_student", {}, (360, 480)),
 }
 
@@ -110,8 +114,10 @@ def setting_rate(name: str, kwargs: dict, size: tuple[int, int], precision: str,
 def settings_main(args: argparse.Namespace) -> None:
     rows = []
     for recipe, (name, kwargs, size) in RECIPES.items():
-        for precision in ("32", "bf16-mixed"):
-            for cl in (False, True):
+        if args.recipe and args.recipe not in recipe:
+            continue
+        for precision in (("bf16-mixed",) if args.fast_only else ("32", "bf16-mixed")):
+            for cl in ((True,) if args.fast_only else (False, True)):
                 for comp in ((False, True) if args.compile else (False,)):
                     try:
                         rate = setting_rate(name, kwargs, size, precision, cl, comp, args.steps, args.warmup, args.batch)
@@ -142,6 +148,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--settings", action="store_true", help="fp32 / bf16-mixed / channels_last / compile on the CamVid recipes")
     p.add_argument("--compile", action="store_true", help="with --settings: also torch.compile (minutes per model)")
+    p.add_argument("--recipe", help="with --settings: only the recipes whose name contains this text")
+    p.add_argument("--fast-only", action="store_true",
+                   help="with --settings: only bf16-mixed + channels_last (the recipes' setting), e.g. to add --compile")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     if args.settings:
