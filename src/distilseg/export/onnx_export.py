@@ -327,7 +327,7 @@ def export_checkpoint(
     if int8:
         from .quantize import default_reduce_range, quantize_int8
 
-        weight_bits_reason = "as asked (--weight-bits)"
+        weight_bits_reason = "as asked by --weight-bits"
         if reduce_range is None:
             reduce_range, weight_bits_reason = default_reduce_range()
 

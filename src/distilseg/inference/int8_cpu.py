@@ -18,7 +18,8 @@ _VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def default_reduce_range(machine: str | None = None, cpuinfo: str | None = None) -> tuple[bool, str]:
-    """``(reduce_range, why)`` for this CPU: 7-bit weights only on x86 without VNNI (see the module doc).
+    """``(reduce_range, why)`` for this CPU: 7-bit weights only on x86 without VNNI (see the module doc); ``why``
+    is the reason alone (the bit count is ``reduce_range``'s to say).
 
     ``machine`` (``platform.machine()``) and ``cpuinfo`` (the text of ``/proc/cpuinfo``) default to this
     machine's; an x86 CPU whose flags cannot be read is treated as lacking VNNI (the safe choice).
@@ -27,9 +28,9 @@ def default_reduce_range(machine: str | None = None, cpuinfo: str | None = None)
 
     machine = (machine if machine is not None else platform.machine()).lower()
     if machine in ("arm64", "aarch64") or machine.startswith("armv"):
-        return False, f"8-bit weights: this CPU is ARM ({machine}), its int8 kernels do not saturate"
+        return False, f"this CPU is ARM ({machine}), its int8 kernels do not saturate"
     if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return True, f"7-bit weights: CPU type {machine or 'unknown'!r} not recognized (7 bits are safe everywhere)"
+        return True, f"CPU type {machine or 'unknown'!r} not recognized (7 bits are safe everywhere)"
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -42,8 +43,8 @@ def default_reduce_range(machine: str | None = None, cpuinfo: str | None = None)
             flags = set(value.split())
             break
     if flags is None:
-        return True, "7-bit weights: this x86 CPU's flags are unreadable, so VNNI is not assumed"
+        return True, "this x86 CPU's flags are unreadable, so VNNI is not assumed"
     found = sorted(flags & _VNNI_FLAGS)
     if found:
-        return False, f"8-bit weights: this CPU has {found[0]}"
-    return True, "7-bit weights: this x86 CPU has no VNNI (8-bit weights would saturate its int8 kernels)"
+        return False, f"this CPU has {found[0]}"
+    return True, "this x86 CPU has no VNNI (8-bit weights would saturate its int8 kernels)"

@@ -46,7 +46,7 @@ def _warn_if_int8_saturates(path: Path, config: dict[str, Any]) -> None:
 
     reduce, why = default_reduce_range()
     if reduce:
-        warnings.warn(f"{path}: INT8 file with 8-bit weights, but {why.split(': ', 1)[-1]}; "
+        warnings.warn(f"{path}: INT8 file with 8-bit weights, but {why}; "
                       f"re-export with --weight-bits 7 to run it on this CPU", UserWarning, stacklevel=3)
 
 
