@@ -199,6 +199,8 @@ class SegDataset(torch.utils.data.Dataset):
     requires_root: ClassVar[bool] = True
     options: ClassVar[tuple[str, ...]] = ()
     color_masks: ClassVar[bool] = False
+    # default grouping (data.groups): a regex on the image path relative to the root; None = no default
+    group_pattern: ClassVar[str | None] = None
     ignore_index: int = IGNORE_INDEX
 
     def __init__(

@@ -31,6 +31,7 @@ def _resolve(root: Path, split_dirs: tuple[str, str], foreign: str, which: int, 
 class CamVid(SegDataset):
     name = "camvid"
     description = "CamVid road scenes, SegNet layout (11 classes, value 11 = void)"
+    group_pattern = r"([^/_]+)_[^/]*$"  # the sequence (street): 0001TP_006690.png -> 0001TP
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_datasets)
 
-    data = subparsers.add_parser("data", help="dataset tools (inspect)", description="Dataset tools.")
+    data = subparsers.add_parser("data", help="dataset tools (inspect, overlap)", description="Dataset tools.")
     data.set_defaults(func=lambda args: _help(data))
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     q = sub.add_parser(
@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--no-legend", action="store_true", help="samples.png without the class legend")
     q.add_argument("--workers", type=int, default=4, help="decoding threads (default 4)")
     q.set_defaults(func=run_inspect)
+    from .overlap import register_overlap
+
+    register_overlap(sub)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:

@@ -29,10 +29,23 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UsageError(f"--preset {path}: invalid YAML ({exc})") from exc
-    required = set(PRESETS["quick"]) if PRESETS else set()
-    if not isinstance(data, dict) or (required and set(data) != required):
-        raise UsageError(f"--preset {path}: expected the keys {', '.join(sorted(required))}")
+    required = set(PRESETS["quick"]) - set(OPTIONAL_KEYS) if PRESETS else set()
+    if not isinstance(data, dict) or (required and not required <= set(data) <= required | set(OPTIONAL_KEYS)):
+        raise UsageError(f"--preset {path}: expected the keys {', '.join(sorted(required))} "
+                         f"(optional: {', '.join(OPTIONAL_KEYS)})")
+    for key in ("train", "teacher_train"):
+        if not isinstance(data.get(key, {}) or {}, dict):
+            raise UsageError(f"--preset {path}: {key} must be a mapping of train settings")
+    if data.get("use", "best") not in ("best", "last"):
+        raise UsageError(f"--preset {path}: use must be best or last, got {data.get('use')!r}")
     return data
+
+
+# Optional preset keys: `train`: any `train` setting for every training stage (optimizer, loss, splits, ...);
+# `teacher_train`: settings for the teacher stage only, on top; `use`: which model of each stage is reported,
+# exported and distilled from (best = best validation epoch; last = end of the schedule, for a schedule fixed in
+# advance, e.g. when validating on training data or on held-out groups that must not choose the epoch).
+OPTIONAL_KEYS = ("train", "teacher_train", "use")
 
 
 PRESETS: dict[str, dict[str, Any]] = {}
@@ -78,6 +91,11 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--bench-runs", type=int, default=None)
     p.add_argument("--calibration-images", type=int, default=None)
     p.add_argument("--no-ort-fp32", action="store_true", help="skip the onnxruntime fp32 row of the KD student")
+    p.add_argument("--train-split", default=None, metavar="SPLIT", help="split(s) every stage trains on, e.g. train+val")
+    p.add_argument("--holdout", default=None, metavar="GROUP[,GROUP]|each",
+                   help="hold these groups (streets, cities) out of every stage's training and score every row on "
+                        "them; 'each' runs the pipeline once per group into OUT/fold-GROUP/ and pools the rows")
+    p.add_argument("--group-by", default=None, metavar="REGEX", help="what names a sample's group (see `train --help`)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     return p
 
@@ -121,6 +139,10 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for k, v in overrides.items():
         if v is not None:
             s[k] = v
+    s["train"] = dict(s.get("train") or {})
+    for key in ("train_split", "holdout", "group_by"):
+        if getattr(args, key, None) is not None:
+            s["train"][key] = getattr(args, key)
     if args.teacher_model is not None and args.teacher is not None:
         raise UsageError("give --teacher DIR or --teacher-model NAME, not both")
     if args.kd is not None and args.hard_weight is None:

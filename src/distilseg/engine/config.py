@@ -37,6 +37,8 @@ class TrainConfig:
     dataset_args: dict[str, Any] = field(default_factory=dict)  # dataset options
     train_split: str = "train"  # split(s) to train on; train+val joins two (final-model protocol)
     val_split: str = "val"  # split to validate (and select the best epoch) on
+    holdout: str | None = None  # group(s) of the training split held out and validated on; each = one fold per group
+    group_by: str | None = None  # regex naming a sample's group (None: the dataset's own, e.g. the CamVid sequence)
     model: str | None = None  # architecture (`distilseg models`)
     model_args: dict[str, Any] = field(default_factory=dict)  # architecture options
     img_size: list[int] = field(default_factory=lambda: [256, 256])  # training crop [H, W]
@@ -125,6 +127,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
       help=f"split(s) to train on; '+' joins splits, e.g. train+val (default {d['train_split']})")
     a("--val-split", dest="val_split", default=_SUPPRESS, metavar="SPLIT",
       help=f"split to validate on and select the best epoch by (default {d['val_split']})")
+    a("--holdout", default=_SUPPRESS, metavar="GROUP[,GROUP]|each",
+      help="validate on whole groups (streets, cities) held out of the training split, instead of --val-split; "
+           "'each' runs one fold per group into OUT/fold-GROUP/ and pools their confusion matrices in OUT/cv.json")
+    a("--group-by", dest="group_by", default=_SUPPRESS, metavar="REGEX",
+      help="what names a sample's group: a regex searched in the image path relative to the root, its first "
+           "capture group is the group (default: the dataset's own; CamVid: the sequence prefix)")
     a("--model", default=_SUPPRESS, help="architecture (see `distilseg models`)")
     a("--model-args", dest="model_args", nargs="*", type=_kv, default=_SUPPRESS, metavar="K=V",
       help="architecture options, e.g. depth=4 base_width=32")
@@ -337,6 +345,23 @@ def validate(cfg: dict[str, Any], origin: dict[str, str] | None = None) -> None:
     for key in ("dataset", "model", "optimizer", "scheduler", "loss", "class_weights", "train_split", "val_split"):
         if not isinstance(cfg[key], str):
             raise UsageError(f"{_setting(key, origin)} must be a name (text), got {cfg[key]!r}")
+    if isinstance(cfg["holdout"], (list, tuple)):  # a YAML list of groups
+        cfg["holdout"] = ",".join(str(v) for v in cfg["holdout"])
+    for key in ("holdout", "group_by"):
+        if cfg[key] is not None and (not isinstance(cfg[key], str) or not cfg[key].strip()):
+            raise UsageError(f"{_setting(key, origin)} must be text, got {cfg[key]!r}")
+    if cfg["holdout"] is not None:
+        from ..data.groups import parse_group_list
+
+        parse_group_list(cfg["holdout"], _setting("holdout", origin))
+    if cfg["group_by"] is not None:
+        import re
+
+        try:
+            re.compile(cfg["group_by"])
+        except re.error as exc:
+            raise UsageError(f"{_setting('group_by', origin)} {cfg['group_by']!r}: not a regular expression "
+                             f"({exc})") from exc
     for key in ("out", "root", "pretrained"):
         if cfg[key] is not None and not isinstance(cfg[key], (str, Path)):
             raise UsageError(f"{_setting(key, origin)} must be a path, got {cfg[key]!r}")

@@ -240,6 +240,9 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
         "ignore_index": ignore_index,
         "dataset": cfg["dataset"],
         "dataset_args": cfg["dataset_args"],
+        # which frames trained it: a teacher for a held-out fold must not have seen that fold's group
+        "train_split": cfg["train_split"],
+        "holdout": cfg.get("holdout"),
     }
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
@@ -304,6 +307,11 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
 
 def run_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
+    from .folds import is_each, run_folds
+
+    if is_each(cfg):
+        run_folds(cfg, run_training)
+        return 0
     out = run_training(cfg)
     best = out / "best"
     print(f"distilseg train: done; best model in {best}, resume state in {out / LAST_CKPT_REL}")
