@@ -75,6 +75,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 50  # resume state every N steps
     augment: bool = True  # scale/flip/rotate/color
     weather: bool = False  # fog and sun flare
+    photometric: str = "mild"  # colour/camera augmentation: mild | strong (gamma, blur, noise, JPEG, dusk)
     progress: bool = True  # progress bar
     out: str | None = None  # output folder
 
@@ -186,6 +187,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
       help="also save the resume state every N steps (default 50; 0 = epoch ends only)")
     a("--weather", dest="weather", action="store_true", default=_SUPPRESS,
       help="also add random fog and sun flare to training images")
+    a("--photometric", choices=("mild", "strong"), default=_SUPPRESS,
+      help="colour and camera augmentation: mild (brightness/contrast) or strong (colour jitter down to dusk "
+           "brightness, gamma, blur, sensor noise, JPEG artefacts: for footage from other cameras, hours and cities)")
     a("--no-augment", dest="augment", action="store_false", default=_SUPPRESS,
       help="no random scale/flip/rotate/color augmentation")
     a("--no-progress", dest="progress", action="store_false", default=_SUPPRESS, help="no progress bar")
@@ -296,7 +300,8 @@ _REAL_RANGES: dict[str, tuple[float | None, bool, float | None, bool, bool]] = {
     "grad_clip": (0.0, False, None, False, True),
 }
 _BOOLS = ("freeze_encoder", "resume", "skip_bad", "augment", "weather", "progress", "channels_last")
-_CHOICES: dict[str, tuple[str, ...]] = {"strategy": ("auto", "ddp"), "accelerator": ("auto", "cpu", "gpu")}
+_CHOICES: dict[str, tuple[str, ...]] = {"strategy": ("auto", "ddp"), "accelerator": ("auto", "cpu", "gpu"),
+                                        "photometric": ("mild", "strong")}
 _SEED_MAX = 2**32 - 1  # numpy's seed range (seed_everything)
 
 

@@ -65,7 +65,8 @@ def build_datasets(cfg: dict[str, Any]) -> tuple[Any, Any, list[float], list[flo
     mean, std = list(dmod.IMAGENET_MEAN), list(dmod.IMAGENET_STD)
     h, w = cfg["img_size"]
     if cfg["augment"]:
-        train_tf = dmod.build_train_transform(img_size=(h, w), mean=mean, std=std, weather=bool(cfg["weather"]))
+        train_tf = dmod.build_train_transform(img_size=(h, w), mean=mean, std=std, weather=bool(cfg["weather"]),
+                                              photometric=cfg.get("photometric", "mild"))
     else:
         train_tf = dmod.build_train_transform(
             img_size=(h, w), mean=mean, std=std, scale=(1.0, 1.0), hflip=False, rotate=0, color=False
