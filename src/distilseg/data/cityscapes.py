@@ -34,6 +34,7 @@ class Cityscapes(SegDataset):
     name = "cityscapes"
     description = "Cityscapes fine annotations (34 label ids -> 19 train ids)"
     options = ("label_type",)
+    option_types = {"label_type": "text"}
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

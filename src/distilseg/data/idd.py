@@ -17,6 +17,7 @@ class IDD(SegDataset):
     name = "idd"
     description = "IDD official layout, gtFine *_labellevel{1,2,3}Ids.png (level 3 = 26 classes; option level)"
     options = ("level",)
+    option_types = {"level": "positive"}
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

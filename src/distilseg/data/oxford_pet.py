@@ -33,6 +33,7 @@ class OxfordPet(SegDataset):
     description = "Oxford-IIIT Pet trimaps (pet / background / boundary; option binary: boundary ignored)"
     splits = ("trainval", "test", "train", "val")
     options = ("binary", "seed")
+    option_types = {"binary": "bool", "seed": "count"}
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

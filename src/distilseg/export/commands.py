@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from .. import safe_yaml
 from ..errors import UsageError
 
 
@@ -95,7 +96,10 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--model-args expects KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value != "" else None
+        try:
+            out[key.strip().replace("-", "_")] = safe_yaml.load(value) if value != "" else None
+        except yaml.YAMLError:
+            out[key.strip().replace("-", "_")] = value
     return out
 
 
@@ -165,7 +169,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from ..checks import size_pair
     from .bench import benchmark
+
+    size_pair(args.img_size, "--img-size")
+    if args.num_classes < 1:
+        raise UsageError(f"--num-classes must be a positive integer, got {args.num_classes}")
 
     result = benchmark(
         args.model,
