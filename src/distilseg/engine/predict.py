@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import glob
+import math
 import os
 import sys
 from pathlib import Path
@@ -206,7 +207,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")
     if args.every < 1:
         raise UsageError(f"--every must be a positive integer, got {args.every}")
-    if args.fps <= 0:
+    if not (math.isfinite(args.fps) and args.fps > 0):
         raise UsageError(f"--fps must be positive, got {args.fps}")
     videos = [Path(v) for v in args.inputs if is_video_file(v) and not Path(v).is_dir()]
     image_inputs = [v for v in args.inputs if not (is_video_file(v) and not Path(v).is_dir())]

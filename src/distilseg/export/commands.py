@@ -126,7 +126,7 @@ def run_export(args: argparse.Namespace) -> int:
             raise UsageError("--calibration-dataset-args needs --calibration-dataset NAME")
         if args.full_range and args.weight_bits == "7":
             raise UsageError("--full-range means --weight-bits 8; it contradicts --weight-bits 7")
-        if args.int8 and args.calibration_images < 1:
+        if args.calibration_images < 1:
             raise UsageError(f"--calibration-images must be positive, got {args.calibration_images}")
         result = export_checkpoint(
             args.checkpoint,

@@ -303,24 +303,13 @@ def export_checkpoint(
     (its ``check_split``, default the calibration split) when one is given, else on synthetic images; its
     numbers are also written into the sidecar under ``"check"``. With ``strict`` (the default) a file that
     disagrees beyond ``tolerance`` / ``min_agreement`` (see ``check_verdict``) is not written and a
-    ``CheckpointError`` raised; ``strict=False`` records the verdict and keeps the file.
-    The files are made and checked in a temporary folder next to ``out`` and moved into place only when they
-    pass, so a failed export leaves an earlier one as it was; ``out`` and its sidecar are replaced only when
-    they are an earlier ONNX export (``targets.check_export_target``).
+    ``CheckpointError`` raised; ``strict=False`` records the verdict and keeps the file. The files are made in a
+    folder next to ``out`` and moved there only when they pass (``targets`` says which files may be replaced).
     """
     from .sources import dataset_images, load_torch_model
-    from .targets import check_export_target
+    from .targets import check_export_options, check_export_target
 
-    if fp16 and int8:
-        raise UsageError("choose one of --fp16 and --int8")
-    if int8 and not calibration_dataset:
-        raise UsageError("--int8 needs --calibration-dataset NAME (and --calibration-root PATH)")
-    if check_images < 0:
-        raise UsageError(f"--check-images must be >= 0, got {check_images}")
-    if tolerance is not None and not tolerance >= 0:
-        raise UsageError(f"--tolerance must be >= 0, got {tolerance}")
-    if min_agreement is not None and not 0 <= min_agreement <= 1:
-        raise UsageError(f"--min-agreement must lie in [0, 1], got {min_agreement}")
+    check_export_options(fp16, int8, calibration_dataset, check_images, tolerance, min_agreement, opset, img_size)
     final = Path(out)
     if final.suffix != ".onnx":
         raise UsageError(f"{final}: the output file must end in .onnx")
