@@ -18,6 +18,7 @@ class IDD(SegDataset):
     description = "IDD official layout, gtFine *_labellevel{1,2,3}Ids.png (level 3 = 26 classes; option level)"
     group_pattern = r"([^/]+)/[^/]+$"  # the drive folder: leftImg8bit/train/201/... -> 201
     options = ("level",)
+    option_types = {"level": "positive"}
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

@@ -34,6 +34,7 @@ class OxfordPet(SegDataset):
     group_pattern = r"([^/]+)_\d+\.[^/.]+$"  # the breed: images/Abyssinian_100.jpg -> Abyssinian
     splits = ("trainval", "test", "train", "val")
     options = ("binary", "seed")
+    option_types = {"binary": "bool", "seed": "count"}
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

@@ -99,6 +99,10 @@ def _distill_one(cfg: dict) -> None:
     recorded = read_teacher_record(out)
     if cfg["resume"]:  # the run's own record names its teacher; another one is refused
         cfg["teacher"] = check_resume_teacher(out, cfg["teacher"])
+        if (out / "checkpoints" / "last.ckpt").is_file():
+            from ..engine.resume import check_resume_settings
+
+            check_resume_settings(cfg, out)
     if not cfg["teacher"]:
         raise UsageError("--teacher is required (on the command line or as `teacher:` in --config)")
     teacher_ref, kd = str(cfg["teacher"]), str(cfg["kd"])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .. import safe_yaml
+from ..checks import size_pair
 from ..errors import UsageError
 
 __all__ = ["PRESETS", "PRESET_DIR", "load_preset", "build_compress_parser", "settings_from_args", "check_models"]
@@ -26,7 +29,7 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
         raise UsageError(f"--preset {name_or_path}: no such preset ({names}) or YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml.load(path.read_text())
     except yaml.YAMLError as exc:
         raise UsageError(f"--preset {path}: invalid YAML ({exc})") from exc
     required = set(PRESETS["quick"]) - set(OPTIONAL_KEYS) if PRESETS else set()
@@ -157,8 +160,18 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("epochs", "teacher_epochs", "batch_size", "calibration_images", "bench_runs"):
         if int(s[key]) < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
-    if min(s["img_size"]) < 1:
-        raise UsageError(f"--img-size must be positive, got {s['img_size']}")
+    s["img_size"] = list(size_pair(s["img_size"], "--img-size"))
+    for key, low in (("lr", None), ("hard_weight", 0.0)):  # None: above 0
+        v = s.get(key)
+        if v is None and key == "hard_weight":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or (v <= 0 if low is None else v < low):
+            want = "a positive number" if low is None else "a number >= 0"
+            raise UsageError(f"--{key.replace('_', '-')} must be {want}, got {v!r}")
+    if s["num_workers"] < 0 or s["seed"] < 0 or (s["threads"] is not None and s["threads"] < 1):
+        raise UsageError(f"--num-workers and --seed must be >= 0 and --threads >= 1, got {s['num_workers']}, "
+                         f"{s['seed']} and {s['threads']}")
     return s
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .. import safe_yaml
 from ..checks import size_pair
 from ..errors import UsageError
 from ..io import atomic_write_text, plain_data
@@ -107,7 +108,7 @@ def _kv(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     k, v = text.split("=", 1)
     try:
-        value = yaml.safe_load(v) if v != "" else ""
+        value = safe_yaml.load(v) if v != "" else ""
     except yaml.YAMLError:
         value = v
     return k.strip().replace("-", "_"), value
@@ -177,7 +178,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
       help="encoder learning rate = lr * F")
     a("--pretrained", default=_SUPPRESS, metavar="NAME|PATH",
       help="initial weights: imagenet, a hub name, a weights file or a model artifact folder")
-    a("--resume", action="store_true", default=_SUPPRESS, help="continue from OUT/checkpoints/last.ckpt")
+    a("--resume", action="store_true", default=_SUPPRESS,
+      help="continue from OUT/checkpoints/last.ckpt with the settings saved in OUT/config.yaml; only --epochs, "
+           "--patience, --num-workers, --no-progress, --val-every, --limit-val-batches, --checkpoint-every-steps, "
+           "--skip-bad and --accelerator may differ, anything else is refused")
     a("--skip-bad", dest="skip_bad", action="store_true", default=_SUPPRESS,
       help="leave out unreadable samples instead of stopping")
     a("--skip-nonfinite", dest="skip_nonfinite", type=int, default=_SUPPRESS, metavar="N",
@@ -202,7 +206,7 @@ def _load_yaml(path: str | Path, known: dict[str, Any] = DEFAULTS) -> dict[str, 
     if not path.is_file():
         raise UsageError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: invalid YAML ({exc})") from exc
     if not isinstance(data, dict):

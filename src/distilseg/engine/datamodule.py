@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ def _read_weights_file(path: Path, num_classes: int) -> list[float]:
         raise UsageError(f"{path}: class weights must be a list of numbers")
     if len(values) != num_classes:
         raise UsageError(f"{path}: {len(values)} class weights for a dataset with {num_classes} classes")
+    if not all(math.isfinite(v) for v in values):
+        raise UsageError(f"{path}: class weights must be finite numbers, got {values!r}")
     if any(v < 0 for v in values):
         raise UsageError(f"{path}: class weights must not be negative")
     return [float(v) for v in values]

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import safe_yaml
+from ..checks import size_pair
 from ..errors import DataError, UsageError
 
 __all__ = ["evaluate_model", "register_eval", "run_eval", "parse_key_values", "confusion_of"]
@@ -139,7 +141,7 @@ def parse_key_values(items: list[str] | None, flag: str = "--dataset-args") -> d
         if not sep or not key.strip():
             raise UsageError(f"{flag}: expected key=value, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            out[key.strip()] = safe_yaml.load(value) if value.strip() else ""
         except yaml.YAMLError:
             out[key.strip()] = value
     return out
@@ -188,8 +190,7 @@ def apply_img_size(segmenter: Any, img_size: list[int] | None) -> None:
     """``--img-size`` overrides the artifact's input size (an ONNX model with a fixed size may refuse)."""
     if img_size is None:
         return
-    if min(img_size) < 1:
-        raise UsageError(f"--img-size must be positive, got {img_size}")
+    img_size = list(size_pair(img_size, "--img-size"))
     static = getattr(segmenter, "static_size", None)
     if static is not None and tuple(static) != tuple(img_size):
         raise UsageError(
@@ -210,6 +211,8 @@ def run_eval(args: argparse.Namespace) -> int:
     ensure_output_dir(args.out, create=False)  # before scoring the whole split, not after
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.samples < 0:
+        raise UsageError(f"--samples must be 0 (no samples.png) or more, got {args.samples}")
     segmenter = load(args.checkpoint, device=args.device)
     apply_img_size(segmenter, args.img_size)
     from ..inference.options import options_from_args
@@ -230,7 +233,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..metrics import format_table
 
     print(format_table(metrics))
-    print(f"wrote metrics.json, per_class.md, confusion.png, samples.png to {args.out}")
+    wrote = "metrics.json, per_class.md, confusion.png" + (", samples.png" if samples else "")
+    print(f"wrote {wrote} to {args.out}")
     return 0
 
 

@@ -205,6 +205,9 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
                 f"another --out (nothing was changed)"
             )
         resume_from = ckpt
+        from .resume import check_resume_settings
+
+        check_resume_settings(cfg, out)  # before anything is written
     else:
         _refuse_finished_without_state(out, ckpt)
         if cfg["resume"] and rank0:
