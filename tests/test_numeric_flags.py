@@ -33,6 +33,7 @@ WORK = [
     ("distilseg.export.sources", "load_torch_model"),  # export
     ("distilseg.export.bench", "_resolve"),  # bench
     ("distilseg.data.stats", "compute_class_stats"),  # data inspect
+    ("distilseg.data.overlap", "split_overlap"),  # data overlap
     ("distilseg.models.commands", "describe_models"),  # models
 ]
 
@@ -66,6 +67,8 @@ def _base(command: tuple[str, ...], art: Path, image: Path, out: Path) -> list[s
         ("export",): ["export", "--checkpoint", str(art), "--out", str(out / "m.onnx")],
         ("bench",): ["bench", "--model", "unet", "--img-size", "32", "48"],
         ("data", "inspect"): ["data", "inspect", "--dataset", "synthetic", "--out", str(out)],
+        ("data", "overlap"): ["data", "overlap", "--dataset", "synthetic", "--splits", "train", "val",
+                              "--out", str(out)],
         ("models",): ["models"],
     }
     return list(bases[command])
