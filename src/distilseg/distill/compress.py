@@ -107,7 +107,7 @@ class Compressor:
             model=model, model_args=dict(model_args), out=str(out), img_size=list(s["img_size"]), epochs=int(epochs),
             batch_size=int(s["batch_size"]), lr=float(s["lr"]), scheduler=s["scheduler"], precision=s["precision"],
             accelerator=s["accelerator"], num_workers=int(s["num_workers"]), seed=int(s["seed"]),
-            augment=bool(s["augment"]), resume=True, progress=False,
+            augment=bool(s["augment"]), resume=True, progress=bool(s.get("progress", False)),
         )).to_dict()
 
     def _train(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, distiller=None) -> dict:

@@ -82,11 +82,16 @@ def _notes(summary: dict[str, Any]) -> list[str]:
     return notes
 
 
-def write_reports(out: Path, summary: dict[str, Any], pareto_png: Path | None) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``out`` from the ``compress.json`` summary."""
+def write_reports(out: Path, summary: dict[str, Any], pareto_png: Path | None, title: str | None = None,
+                  sections: Sequence[tuple[str, str, Path | None]] = ()) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``out`` from the ``compress.json`` summary.
+
+    ``sections`` are appended as ``(heading, text, picture or None)``; a picture inside ``out`` is linked from the
+    Markdown by its relative path and embedded in the HTML, like the Pareto plot.
+    """
     out = Path(out)
     rows = summary.get("rows", [])
-    title = f"distilseg compress: {summary.get('dataset')} ({summary.get('preset')} preset)"
+    title = title or f"distilseg compress: {summary.get('dataset')} ({summary.get('preset')} preset)"
     settings = summary.get("settings", {})
     kd = settings.get("kd")
     setting_line = (
@@ -101,6 +106,10 @@ def write_reports(out: Path, summary: dict[str, Any], pareto_png: Path | None) -
         md += ["## Accuracy vs latency", "", f"![pareto]({Path(pareto_png).name})", ""]
     if ph:
         md += ["## Per-class IoU", "", _table(ph, pb), ""]
+    for heading, text, picture in sections:
+        md += [f"## {heading}", "", text, ""]
+        if picture is not None and Path(picture).is_file():
+            md += [f"![{heading}]({Path(picture).resolve().relative_to(out.resolve()).as_posix()})", ""]
     md_path = atomic_write_text(out / "report.md", "\n".join(md))
 
     def h(s: Any) -> str:
@@ -123,11 +132,18 @@ def write_reports(out: Path, summary: dict[str, Any], pareto_png: Path | None) -
         table_html([hh for _, hh, _ in ROW_COLUMNS], main_body),
         "<ul>" + "".join(f"<li>{h(n)}</li>" for n in _notes(summary)) + "</ul>",
     ]
+    def img_html(alt: str, png: Path) -> str:
+        data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+        return f"<img alt='{h(alt)}' style='max-width:100%' src='data:image/png;base64,{data}'>"
+
     if pareto_png is not None and Path(pareto_png).is_file():
-        data = base64.b64encode(Path(pareto_png).read_bytes()).decode("ascii")
-        parts += ["<h2>Accuracy vs latency</h2>", f"<img alt='pareto' src='data:image/png;base64,{data}'>"]
+        parts += ["<h2>Accuracy vs latency</h2>", img_html("pareto", pareto_png)]
     if ph:
         parts += ["<h2>Per-class IoU</h2>", table_html(ph, pb)]
+    for heading, text, picture in sections:
+        parts += [f"<h2>{h(heading)}</h2>", f"<p>{h(text)}</p>"]
+        if picture is not None and Path(picture).is_file():
+            parts.append(img_html(heading, picture))
     parts.append("</body></html>")
     html_path = atomic_write_text(out / "report.html", "\n".join(parts))
     return md_path, html_path
