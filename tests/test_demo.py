@@ -43,7 +43,7 @@ def demo_run(tmp_path_factory):
     log = out.parent / "demo.log"
     code = ("import sys, json; import distilseg.distill.demo as d; "
             f"d.run_demo(sys.argv[1], settings=json.loads(sys.argv[2]), progress=True)")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p))
     with open(log, "wb") as fh:
         proc = subprocess.run([sys.executable, "-c", code, str(out), json.dumps(SMALL)], stdout=fh,
                               stderr=subprocess.STDOUT, env=env, timeout=300)
@@ -69,6 +69,7 @@ def test_demo_report_has_the_four_rows_and_the_pictures(demo_run):
     assert result["zoo_predict"]["command"].startswith("distilseg predict --checkpoint zoo:camvid-student-kd ")
 
     report = (out / "report.md").read_text()
+    assert "1 epochs for the teacher, 1 epochs for each student" in report
     table = [line for line in report.splitlines() if line.startswith("| ") and line.split(" | ")[0][2:] in ROW_LABELS]
     assert [line.split(" | ")[0][2:] for line in table] == ROW_LABELS
     for label, row in zip(ROW_LABELS, table):  # accuracy, size and latency of each row, as measured

@@ -274,7 +274,7 @@ class Compressor:
             (rows if name != "kd_student_ort_fp32" else extra).append(row)
         settings = {k: self.s.get(k) for k in (
             "preset", "img_size", "teacher_model", "teacher_args", "student_model", "student_args",
-            "teacher_epochs", "epochs", "batch_size", "lr", "scheduler", "augment", "kd", "seed",
+            "teacher", "teacher_epochs", "epochs", "batch_size", "lr", "scheduler", "augment", "kd", "seed",
             "calibration_images")}
         settings["hard_weight"] = self.state.get("kd_student", {}).get("hard_weight", self.s.get("hard_weight"))
         settings["bench"] = (f"CPU, median of {self.s['bench_runs']} runs, batch 1, "

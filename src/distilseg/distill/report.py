@@ -82,6 +82,15 @@ def _notes(summary: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _schedule(settings: dict[str, Any]) -> str:
+    students = f"{settings.get('epochs')} epochs for each student"
+    if settings.get("teacher"):
+        return f"teacher given ({settings['teacher']}), {students}"
+    if settings.get("teacher_epochs") is not None:
+        return f"{settings['teacher_epochs']} epochs for the teacher, {students}"
+    return students
+
+
 def write_reports(out: Path, summary: dict[str, Any], pareto_png: Path | None, title: str | None = None,
                   sections: Sequence[tuple[str, str, Path | None]] = ()) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``out`` from the ``compress.json`` summary.
@@ -96,7 +105,7 @@ def write_reports(out: Path, summary: dict[str, Any], pareto_png: Path | None, t
     kd = settings.get("kd")
     setting_line = (
         f"Dataset `{summary.get('dataset')}`, validation split with {summary.get('num_val_images', 'n/a')} images; "
-        f"input {settings.get('img_size')}; {settings.get('epochs')} epochs per training stage; KD spec `{kd}` "
+        f"input {settings.get('img_size')}; {_schedule(settings)}; KD spec `{kd}` "
         f"with hard weight {settings.get('hard_weight')}; latency: {settings.get('bench')}."
     )
     ph, pb = per_class_table(rows)
