@@ -29,7 +29,7 @@ ZOO_FRAME_SIZE = (360, 480)  # the bundled models' input size
 NUM_SAMPLES = 4  # rows of the image / ground truth / predictions grid
 
 # Every key of a compress run (see distill/compress_settings.py), sized for the demo: a U-Net teacher (7.9M is
-# too slow here; depth 3, width 16: 0.49M), the quick preset's 21k-parameter lite_student as the student.
+# too slow here; depth 3, width 16: 0.49M), a 21k-parameter lite_student as the student.
 DEMO_SETTINGS: dict[str, Any] = {
     "preset": "demo",
     "dataset": "synthetic",
