@@ -39,7 +39,7 @@ def camvid_root(shared_datasets: Path) -> Path:
     return path
 
 
-# ---- issue 14: every OUT/config.yaml a run writes in this suite reproduces that run's settings ------------------
+# ---- every OUT/config.yaml a run writes in this suite reproduces that run's settings ------------------
 #
 # `run_training` writes the run's resolved settings to OUT/config.yaml (engine.config.save_config). For every such
 # file written during the session, the check below reads it back exactly as `distilseg train|distill --config

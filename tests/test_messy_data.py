@@ -1,4 +1,4 @@
-"""Issue 15, messy real data: no silent wrong results (16-bit and EXIF-rotated images, palette-mode masks,
+"""Messy real data: no silent wrong results (16-bit and EXIF-rotated images, palette-mode masks,
 class counts over all splits, bad samples found at any point, Excel palette files, orphan masks)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run safety (issue 15, items 4, 5, 12-15): one run per output folder, validated numeric settings,
+"""Run safety: one run per output folder, validated numeric settings,
 output problems and wrong types as one-line errors, interrupted runs that say how to continue, and no
 silent restart over a finished run."""
 from __future__ import annotations

@@ -71,9 +71,9 @@ def compute_class_stats(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         iterator = pool.map(one, range(n))
         if progress:
-            from tqdm import tqdm
+            from ..progress import progress_bar
 
-            iterator = tqdm(iterator, total=n, desc=f"{dataset.name}/{dataset.split}", unit="img")
+            iterator = progress_bar(iterator, total=n, desc=f"{dataset.name}/{dataset.split}", unit="img")
         for bins, shape in iterator:
             counts += bins
             presence[bins[:k] > 0] += shape[0] * shape[1]

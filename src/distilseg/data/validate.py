@@ -159,9 +159,9 @@ def validate_dataset(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         it = pool.map(check, range(n))
         if progress:
-            from tqdm import tqdm
+            from ..progress import progress_bar
 
-            it = tqdm(it, total=n, desc=f"validate {dataset.name}/{dataset.split}", unit="img")
+            it = progress_bar(it, total=n, desc=f"validate {dataset.name}/{dataset.split}", unit="img")
         results = list(it)
     report = ValidationReport(dataset.name, dataset.split, full, n)
     for i, r in enumerate(results):

@@ -1,4 +1,4 @@
-"""Knowledge distillation: KD loss terms, the ``Distiller`` training hook, ``distill`` and ``compress``."""
+"""Knowledge distillation: KD loss terms, the ``Distiller`` training hook, ``distill``, ``compress`` and ``demo``."""
 from .distiller import Distiller
 from .losses import ChannelWiseDistillation, FeatureImitation, PixelKLDivergence, parse_kd_spec, resolve_kd_spec
 

@@ -111,7 +111,7 @@ class Compressor:
             model=model, model_args=dict(model_args), out=str(out), img_size=list(s["img_size"]), epochs=int(epochs),
             batch_size=int(s["batch_size"]), lr=float(s["lr"]), scheduler=s["scheduler"], precision=s["precision"],
             accelerator=s["accelerator"], num_workers=int(s["num_workers"]), seed=int(s["seed"]),
-            augment=bool(s["augment"]), progress=False,
+            augment=bool(s["augment"]), progress=bool(s.get("progress", False)),
         ), **sections, "resume": True}).to_dict()
 
     @property
@@ -294,7 +294,7 @@ class Compressor:
             (rows if name != "kd_student_ort_fp32" else extra).append(row)
         settings = {k: self.s.get(k) for k in (
             "preset", "img_size", "teacher_model", "teacher_args", "student_model", "student_args",
-            "teacher_epochs", "epochs", "batch_size", "lr", "scheduler", "augment", "kd", "seed",
+            "teacher", "teacher_epochs", "epochs", "batch_size", "lr", "scheduler", "augment", "kd", "seed",
             "calibration_images")}
         settings["hard_weight"] = self.state.get("kd_student", {}).get("hard_weight", self.s.get("hard_weight"))
         settings["bench"] = (f"CPU, median of {self.s['bench_runs']} runs, batch 1, "

@@ -1,18 +1,16 @@
-"""``train``, ``demo``, ``eval`` and ``predict`` subcommands of ``distilseg``."""
+"""``train``, ``eval`` and ``predict`` subcommands of ``distilseg``."""
 from __future__ import annotations
 
 import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .demo import register_demo
     from .evaluate import register_eval
     from .predict import register_predict
 
     register_train(subparsers)
     register_eval(subparsers)
     register_predict(subparsers)
-    register_demo(subparsers)
 
 
 def register_train(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -8,7 +8,6 @@ predictor at full resolution, and can be recomputed from ``predict``'s saved lab
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ def evaluate_model(
     ``(image, ground truth, prediction)`` uint8 triples for up to ``num_samples_png`` evenly spread samples.
     Resize policy / sliding window / TTA: the segmenter's ``set_inference`` defaults (``tta`` overrides).
     """
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     from ..metrics import SegMetrics
 
@@ -93,7 +92,7 @@ def evaluate_model(
     metric = SegMetrics(num_classes, ignore_index=ignore, class_names=names)
     keep = set(_sample_indices(n, num_samples_png))
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    bar = tqdm(total=n, desc="eval", unit="img", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=n, desc="eval", unit="img", disable=not progress)
     try:
         for start in range(0, n, int(batch_size)):
             idx = list(range(start, min(n, start + int(batch_size))))

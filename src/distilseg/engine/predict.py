@@ -191,9 +191,8 @@ def register_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..io import ensure_output_dir
+    from ..progress import progress_bar
     from ..viz import add_legend, colorize, overlay, save_legend
     from .evaluate import apply_img_size
     from ..inference.options import options_from_args
@@ -238,7 +237,7 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.legend:
             save_legend(names, palette, out / "legend.png", void=False)
         done = 0
-        bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress, file=sys.stderr)
+        bar = progress_bar(total=len(files), desc="predict", unit="img", disable=not progress)
         try:
             for start in range(0, len(files), args.batch_size):
                 chunk, images = [], []

@@ -180,7 +180,7 @@ def _interrupted_error(signum: int, out: Path, recorder: Any) -> Exception:
 def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: list | None = None) -> Path:
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from ..losses import build_loss
@@ -252,8 +252,10 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
         save_config(dict(cfg, num_classes=num_classes), out)
     recorder = RunRecorder(out, artifact_config, every_n_steps=cfg["checkpoint_every_steps"])
     callbacks: list = [recorder, LearningRateMonitor(logging_interval="epoch")]
-    if cfg["progress"]:
-        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    if cfg["progress"]:  # a bar on a terminal, one line per epoch in a log file
+        from ..progress import training_progress_callback
+
+        callbacks.append(training_progress_callback(refresh_rate=1))
     if cfg["patience"] > 0:
         callbacks.append(EarlyStopping(monitor="val_mIoU", mode="max", patience=cfg["patience"],
                                        check_finite=False))

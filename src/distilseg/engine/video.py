@@ -387,7 +387,7 @@ def segment_video(
     inference, drawing, encode); ``stages`` are per-stage busy seconds (overlapping when pipelined).
     """
     import torch
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     if int(every) < 1:
         raise UsageError(f"--every must be a positive integer, got {every}")
@@ -408,8 +408,7 @@ def segment_video(
     out_fps = source.fps / every
     writer = _Writer(out_dir / f"{stem}_overlay.mp4", out_fps, codec=codec, preset=preset, crf=crf)
     total = None if source.total is None else math.ceil(source.total / every)
-    bar = tqdm(total=total, desc=f"predict {Path(source.name).name}", unit="frame", disable=not progress,
-               file=sys.stderr)
+    bar = progress_bar(total=total, desc=f"predict {Path(source.name).name}", unit="frame", disable=not progress)
     stages = {k: 0.0 for k in ("decode", "preprocess", "network", "upsample", "overlay", "encode", "labels")}
     first_size: list[tuple[int, ...]] = []
 
