@@ -239,10 +239,15 @@ class SegModule(pl.LightningModule):
         )
         opt = build_optimizer(s["optimizer"], groups, float(s["lr"]))
         total = int(self.trainer.estimated_stepping_batches)
-        epochs = max(1, int(self.trainer.max_epochs or 1))
-        per_epoch = max(1, total // epochs)
+        if s.get("time_budget"):  # no epoch count: the budget fixes the length (engine.budget)
+            self.trainer.fit_loop.setup_data()
+            per_epoch = max(1, int(self.trainer.num_training_batches))
+        else:
+            per_epoch = max(1, total // max(1, int(self.trainer.max_epochs or 1)))
+        self.schedule_length = {"total": total}
         sched = build_scheduler(
-            opt, s["scheduler"], total, per_epoch, float(s.get("warmup_epochs", 0.0)), float(s.get("gamma", 0.9))
+            opt, s["scheduler"], total, per_epoch, float(s.get("warmup_epochs", 0.0)), float(s.get("gamma", 0.9)),
+            self.schedule_length,
         )
         if sched is None:
             return opt

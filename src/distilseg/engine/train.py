@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import copy
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -189,6 +190,7 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
 
     import warnings
 
+    started = time.perf_counter()
     cfg = copy.deepcopy(cfg)
     validate(cfg)
     for msg in (".*smaller than the logging interval.*", ".*LeafSpec.*is deprecated.*",
@@ -226,7 +228,7 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
     )
     classes = [str(c) for c in train_ds.classes]
     settings = {k: cfg[k] for k in ("lr", "weight_decay", "optimizer", "scheduler", "gamma", "warmup_epochs",
-                                    "encoder_lr_mult", "skip_nonfinite", "channels_last")}
+                                    "encoder_lr_mult", "skip_nonfinite", "channels_last", "time_budget")}
     module = SegModule(model, loss_fn, num_classes, settings, class_names=classes, ignore_index=ignore_index,
                        distiller=distiller)
     palette = getattr(train_ds, "palette", None)
@@ -251,6 +253,7 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
     if cfg["patience"] > 0:
         callbacks.append(EarlyStopping(monitor="val_mIoU", mode="max", patience=cfg["patience"],
                                        check_finite=False))
+    callbacks += _budget_callbacks(cfg, started, num_classes, rank0)
     callbacks += list(extra_callbacks or [])
     # a new version folder per launch: a resumed run must not erase the logs of the run it continues
     loggers = [CSVLogger(str(out), name="logs"), TensorBoardLogger(str(out), name="tensorboard")]
@@ -264,7 +267,8 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
             num_nodes=cfg["num_nodes"],
             strategy=cfg["strategy"],
             precision=precision,
-            max_epochs=cfg["epochs"],
+            max_epochs=-1 if cfg["time_budget"] else cfg["epochs"],
+            max_steps=PROVISIONAL_STEPS if cfg["time_budget"] else -1,
             limit_train_batches=cfg["limit_train_batches"],
             limit_val_batches=cfg["limit_val_batches"],
             check_val_every_n_epoch=cfg["val_every"],
@@ -300,6 +304,27 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
     if signum is not None:
         raise _interrupted_error(signum, out, recorder)
     return out
+
+
+PROVISIONAL_STEPS = 10**9  # a budgeted run's step count until its first steps are timed (engine.budget)
+
+
+def _budget_callbacks(cfg: dict[str, Any], started: float, num_classes: int, rank0: bool) -> list:
+    """``--time-budget``: the step planner (``engine.budget``)."""
+    if not cfg["time_budget"]:
+        return []
+    from .budget import TimeBudget
+
+    minutes = float(cfg["time_budget"])
+
+    def fixed(steps: int, step_s: float) -> None:
+        if rank0:
+            save_config(dict(cfg, num_classes=num_classes, budget_steps=steps,
+                             budget_step_seconds=round(step_s, 4)), Path(cfg["out"]))
+            print(f"time budget {minutes:g} min: {steps} optimizer steps ({step_s:.3f} s per step measured); "
+                  f"the {cfg['scheduler']} schedule is fitted to them")
+
+    return [TimeBudget(minutes, started, fixed, checkpoint_every=cfg["checkpoint_every_steps"])]
 
 
 def run_train(args: argparse.Namespace) -> int:
