@@ -146,8 +146,11 @@ class TimeBudget(Callback):
         # an epoch end not seen yet: its validation timed on one batch, and the saves of two artifacts and a state
         epoch_s = self.epoch_s if self.epoch_s is not None else _time_validation(trainer, pl_module) + 3 * save_s
         left = (self.budget_s - self.spent() - FINAL_RESERVE_S) * SAFETY
-        steps = plan_steps(left, float(self.step_s), int(trainer.global_step), int(trainer.num_training_batches),
-                           epoch_s, save_s, self.checkpoint_every)
+        spe = int(trainer.num_training_batches)
+        steps = plan_steps(left, float(self.step_s), int(trainer.global_step), spe, epoch_s, save_s,
+                           self.checkpoint_every)
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:  # --epochs stays the upper bound
+            steps = min(steps, int(trainer.max_epochs) * spe)
         self._apply(trainer, pl_module, steps)
         self._since = (time.perf_counter(), int(trainer.global_step))
         self._checked = self._since[0]

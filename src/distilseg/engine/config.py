@@ -42,7 +42,7 @@ class TrainConfig:
     img_size: list[int] = field(default_factory=lambda: [256, 256])  # training crop [H, W]
     eval_size: list[int] | None = None  # validation / saved model input size [H, W] (None: img_size)
     epochs: int = 50  # epochs
-    time_budget: float | None = None  # minutes of wall time for the whole run; fixes the step count (replaces epochs)
+    time_budget: float | None = None  # minutes of wall time for the whole run: at most `epochs`, as many steps as fit
     batch_size: int = 8  # batch size per process
     lr: float = 1e-3  # learning rate
     optimizer: str = "adam"  # engine.optim.OPTIMIZERS
@@ -139,8 +139,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     a("--epochs", type=int, default=_SUPPRESS, help=f"epochs (default {d['epochs']})")
     a("--time-budget", dest="time_budget", type=float, default=_SUPPRESS, metavar="MINUTES",
       help="end the whole run (validations and saving included) within MINUTES of wall time: the first steps "
-           "are timed, then the number of optimizer steps is fixed (it replaces --epochs) and the lr schedule "
-           "is fitted to it; both are recorded in history.csv and config.yaml, and a resumed run keeps them")
+           "are timed, then the number of optimizer steps is fixed to what fits (at most --epochs epochs) and "
+           "the lr schedule is fitted to it; both are recorded in history.csv and config.yaml, and a resumed "
+           "run keeps them")
     a("--batch-size", "--batch", dest="batch_size", type=int, default=_SUPPRESS,
       help=f"batch size per process (default {d['batch_size']})")
     a("--lr", type=float, default=_SUPPRESS, help=f"learning rate (default {d['lr']})")

@@ -228,7 +228,7 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
     )
     classes = [str(c) for c in train_ds.classes]
     settings = {k: cfg[k] for k in ("lr", "weight_decay", "optimizer", "scheduler", "gamma", "warmup_epochs",
-                                    "encoder_lr_mult", "skip_nonfinite", "channels_last", "time_budget")}
+                                    "encoder_lr_mult", "skip_nonfinite", "channels_last")}
     module = SegModule(model, loss_fn, num_classes, settings, class_names=classes, ignore_index=ignore_index,
                        distiller=distiller)
     palette = getattr(train_ds, "palette", None)
@@ -267,8 +267,7 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
             num_nodes=cfg["num_nodes"],
             strategy=cfg["strategy"],
             precision=precision,
-            max_epochs=-1 if cfg["time_budget"] else cfg["epochs"],
-            max_steps=PROVISIONAL_STEPS if cfg["time_budget"] else -1,
+            max_epochs=cfg["epochs"],
             limit_train_batches=cfg["limit_train_batches"],
             limit_val_batches=cfg["limit_val_batches"],
             check_val_every_n_epoch=cfg["val_every"],
@@ -304,9 +303,6 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
     if signum is not None:
         raise _interrupted_error(signum, out, recorder)
     return out
-
-
-PROVISIONAL_STEPS = 10**9  # a budgeted run's step count until its first steps are timed (engine.budget)
 
 
 def _budget_callbacks(cfg: dict[str, Any], started: float, num_classes: int, rank0: bool) -> list:
