@@ -154,3 +154,21 @@ def test_plan_measures_epoch_stages(tmp_path: Path) -> None:
     stages = plan(s, 7, 6, 6)
     assert stages["teacher"]["how"].startswith("1 epochs x 2 steps x ")  # 6 images / batch 3
     assert all(v["seconds"] > 0 for v in stages.values())
+
+
+def test_slow_steps_fix_the_count_within_the_first_tenth_of_the_budget(tmp_path: Path) -> None:
+    """Steps too slow to time several of them: the count is fixed with what was timed once a tenth of the budget
+    is spent, and the run still ends within its budget with its schedule finished."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Slow(Callback):
+        def on_train_batch_end(self, *args) -> None:
+            time.sleep(1.0)
+
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    run_training(tiny_cfg(out, dataset_args=DATA, time_budget=0.25, scheduler="cosine", lr=0.01, epochs=10_000),
+                 extra_callbacks=[Slow()])
+    assert time.perf_counter() - t0 <= 1.2 * 15
+    steps = _check_finished(out, 0.01, "cosine")
+    assert 1 <= steps <= 12

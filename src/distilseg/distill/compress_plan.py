@@ -105,7 +105,7 @@ def plan(settings: dict[str, Any], num_classes: int, n_train: int, n_val: int) -
         else:
             out[stage] = training(role, int(s[epochs_key]), kd)
     if budget.get("rest"):
-        out["rest"] = {"seconds": float(budget["rest"]) * 60.0, "how": f"about {budget['rest']:.1f} min (set aside)"}
+        out["rest"] = {"seconds": float(budget["rest"]) * 60.0, "how": "set aside for export, evaluation, benchmark"}
     else:
         fwd = sum(timed(r) / bs / 3 for r in (["teacher"] if has_teacher else []) + ["student"] * 4)
         runs = int(s.get("bench_runs", 20)) + int(s.get("bench_warmup", 3))

@@ -66,7 +66,7 @@ class TimeBudget(Callback):
     the schedule's length) to fit ``minutes`` counted from ``started`` (``time.perf_counter()`` when the run
     began) and reports it through ``on_fixed(steps, step_seconds)``."""
 
-    CALIBRATION = 0.1  # wait up to this fraction of the budget for an epoch end to time
+    CALIBRATION = 0.1  # time steps (and wait for an epoch end) for at most this fraction of the budget
     PACE_CHECK = 0.05  # then check the pace every this fraction of the budget
 
     def __init__(self, minutes: float, started: float, on_fixed: Callable[[int, float], None] | None = None,
@@ -83,6 +83,7 @@ class TimeBudget(Callback):
         self._last: float | None = None  # the end of the previous step
         self._count = 0
         self._timed: list[float] = []
+        self._warm: float | None = None
         self._epoch_end: float | None = None  # the end of the last step of the previous epoch
         self.epoch_s: float | None = None  # measured cost of an epoch end
         self._since: tuple[float, int] | None = None  # (time, step) the pace is measured from once the count is fixed
@@ -130,14 +131,19 @@ class TimeBudget(Callback):
             return
         self._count += 1
         now = time.perf_counter()
-        if self._count > self.warmup and self._last is not None:
-            self._timed.append(now - self._last)  # the step and the loading of its batch
+        if self._last is not None:
+            if self._count > self.warmup:
+                self._timed.append(now - self._last)  # the step and the loading of its batch
+            else:
+                self._warm = now - self._last  # stands in when the steps are too slow to wait for timed ones
         self._last = now
         if batch_idx + 1 >= int(trainer.num_training_batches):
             self._epoch_end = now
-        ready = self.epoch_s is not None or self.spent() >= self.CALIBRATION * self.budget_s
-        if len(self._timed) >= self.timed and ready:
-            self.step_s = sum(self._timed) / len(self._timed)
+        late = self.spent() >= self.CALIBRATION * self.budget_s  # slow steps: fix with what was timed so far
+        if (len(self._timed) >= self.timed and (self.epoch_s is not None or late)) or (
+                late and (self._timed or self._warm is not None)):
+            times = self._timed or [float(self._warm)]
+            self.step_s = sum(times) / len(times)
             self._fix(trainer, pl_module)
 
     def _fix(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
