@@ -91,11 +91,11 @@ def _check_files(ds: SegDataset, i: int) -> tuple[str, str] | None:
             return str(p), problem
     try:
         isize, imode, _ = header_info(s.image)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return str(s.image), f"not a readable image ({exc})"
     try:
         msize, mmode, _ = header_info(s.mask)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return str(s.mask), f"not a readable image ({exc})"
     problem = image_mode_problem(imode)
     if problem:

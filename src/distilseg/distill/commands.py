@@ -64,9 +64,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    from ..engine.train import resolve_config, run_training
+    from ..engine.folds import is_each, run_folds
+    from ..engine.train import resolve_config
 
     cfg = resolve_config(args, extra=DISTILL_DEFAULTS)
+    if is_each(cfg):
+        if "{fold}" not in str(cfg.get("teacher") or ""):
+            raise UsageError("--holdout each: give each fold its own teacher, one that never saw the held-out "
+                             "group, with {fold} in --teacher (e.g. runs/teacher_cv/fold-{fold}/last)")
+        run_folds(cfg, _distill_one, fold_cfg_hook=lambda c, g: dict(c, teacher=str(c["teacher"]).replace("{fold}", g)))
+        return 0
+    _distill_one(cfg)
+    return 0
+
+
+def _warn_teacher_saw_holdout(cfg: dict, tconf: dict, teacher_ref: str) -> None:
+    """A held-out group the teacher trained on leaks into the student through the teacher's targets."""
+    import sys
+
+    if not cfg.get("holdout"):
+        return
+    if str(tconf.get("holdout") or "") != str(cfg["holdout"]):
+        print(f"warning: --teacher {teacher_ref} was not trained with --holdout {cfg['holdout']} (its record: "
+              f"{tconf.get('holdout')}); if it saw the held-out frames, the student's held-out score is optimistic",
+              file=sys.stderr)
+
+
+def _distill_one(cfg: dict) -> None:
+    from ..engine.train import run_training
     from ..io import ensure_output_dir
 
     ensure_output_dir(cfg["out"], create=False)  # before any work
@@ -74,10 +99,15 @@ def run_distill(args: argparse.Namespace) -> int:
     recorded = read_teacher_record(out)
     if cfg["resume"]:  # the run's own record names its teacher; another one is refused
         cfg["teacher"] = check_resume_teacher(out, cfg["teacher"])
+        if (out / "checkpoints" / "last.ckpt").is_file():
+            from ..engine.resume import check_resume_settings
+
+            check_resume_settings(cfg, out)
     if not cfg["teacher"]:
         raise UsageError("--teacher is required (on the command line or as `teacher:` in --config)")
     teacher_ref, kd = str(cfg["teacher"]), str(cfg["kd"])
     distiller, tconf = build_distiller(cfg, teacher_ref, kd, cfg["hard_weight"])
+    _warn_teacher_saw_holdout(cfg, tconf, teacher_ref)
     print(
         f"distilling {tconf.get('architecture')} (teacher, {teacher_ref}) into {cfg['model']}: "
         f"{distiller.extra_repr()}"
@@ -88,7 +118,6 @@ def run_distill(args: argparse.Namespace) -> int:
         write_distill_record(out, teacher_ref, tconf, kd, distiller)
     out = run_training(cfg, distiller=distiller)
     print(f"distilled student written to {out}")
-    return 0
 
 
 def run_compress(args: argparse.Namespace) -> int:

@@ -66,7 +66,8 @@ class Compressor:
     # Settings that change what a stage produces; a re-run with other values must not reuse old outputs.
     FINGERPRINT_KEYS = ("dataset", "root", "dataset_args", "teacher", "teacher_model", "teacher_args",
                         "student_model", "student_args", "img_size", "epochs", "teacher_epochs", "batch_size",
-                        "lr", "scheduler", "augment", "kd", "hard_weight", "seed", "precision", "time_budget")
+                        "lr", "scheduler", "augment", "kd", "hard_weight", "seed", "precision", "train",
+                        "teacher_train", "use", "time_budget")
 
     def _check_settings(self) -> None:
         current = json.loads(json.dumps({k: self.s.get(k) for k in self.FINGERPRINT_KEYS}, default=str))
@@ -99,33 +100,41 @@ class Compressor:
         return rec
 
     # -- training -----------------------------------------------------------------------------------
-    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int) -> dict[str, Any]:
-        """The stage's training configuration, built directly (``engine.config``) and validated there."""
+    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int,
+                   role: str = "student") -> dict[str, Any]:
+        """The stage's training configuration, built directly (``engine.config``) and validated there: the
+        preset's keys, then its ``train`` section (every stage), then ``teacher_train`` (the teacher only)."""
         from ..engine.config import TrainConfig
 
         s = self.s
+        sections = {**dict(s.get("train") or {}), **(dict(s.get("teacher_train") or {}) if role == "teacher" else {})}
         minutes = (s.get("time_budget") or {}).get(out.name) or None  # the stage's share of the time
-        return TrainConfig.from_dict(dict(
+        return TrainConfig.from_dict({**dict(
             dataset=s["dataset"], root=str(s["root"]) if s["root"] else None, dataset_args=dict(s["dataset_args"]),
             model=model, model_args=dict(model_args), out=str(out), img_size=list(s["img_size"]), epochs=int(epochs),
             batch_size=int(s["batch_size"]), lr=float(s["lr"]), scheduler=s["scheduler"], precision=s["precision"],
             accelerator=s["accelerator"], num_workers=int(s["num_workers"]), seed=int(s["seed"]),
-            augment=bool(s["augment"]), resume=True, progress=False, time_budget=minutes,
-        )).to_dict()
+            augment=bool(s["augment"]), progress=False, time_budget=minutes,
+        ), **sections, "resume": True}).to_dict()
 
-    def _train(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, distiller=None) -> dict:
+    @property
+    def use(self) -> str:
+        """Which model of a training stage counts: ``best`` (validation) or ``last`` (end of the schedule)."""
+        return str(self.s.get("use") or "best")
+
+    def _train(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, role: str = "student") -> dict:
         from ..engine.train import run_training
 
-        cfg = self._train_cfg(model, model_args, out, epochs)
-        run_training(cfg, distiller=distiller)
-        return {"model": model, "model_args": model_args, "epochs": epochs, "artifact": str(out / "best")}
+        cfg = self._train_cfg(model, model_args, out, epochs, role)
+        run_training(cfg)
+        return {"model": model, "model_args": model_args, "epochs": epochs, "artifact": str(out / self.use)}
 
     def teacher_dir(self) -> Path:
         if self.s.get("teacher"):
             from ..inference.segmenter import resolve_artifact_dir
 
             return resolve_artifact_dir(self.s["teacher"])
-        return self.out / "teacher" / "best"
+        return self.out / "teacher" / self.use
 
     def stage_teacher(self) -> None:
         if self.s.get("teacher"):
@@ -139,11 +148,12 @@ class Compressor:
                                  f"{self.s['dataset']!r} has {k}")
             self.log(f"[compress] teacher: using {path}")
             return
-        self._stage("teacher", [self.out / "teacher" / "best" / "config.json"], lambda: self._train(
-            self.s["teacher_model"], self.s["teacher_args"], self.out / "teacher", int(self.s["teacher_epochs"])))
+        self._stage("teacher", [self.out / "teacher" / self.use / "config.json"], lambda: self._train(
+            self.s["teacher_model"], self.s["teacher_args"], self.out / "teacher", int(self.s["teacher_epochs"]),
+            role="teacher"))
 
     def stage_student(self) -> None:
-        self._stage("student", [self.out / "student" / "best" / "config.json"], lambda: self._train(
+        self._stage("student", [self.out / "student" / self.use / "config.json"], lambda: self._train(
             self.s["student_model"], self.s["student_args"], self.out / "student", int(self.s["epochs"])))
 
     def stage_kd_student(self) -> None:
@@ -159,9 +169,9 @@ class Compressor:
 
             run_training(cfg, distiller=distiller)
             return {"model": self.s["student_model"], "kd": self.s["kd"], "hard_weight": distiller.hard_weight,
-                    "teacher": str(self.teacher_dir()), "artifact": str(self.out / "kd_student" / "best")}
+                    "teacher": str(self.teacher_dir()), "artifact": str(self.out / "kd_student" / self.use)}
 
-        self._stage("kd_student", [self.out / "kd_student" / "best" / "config.json"], run)
+        self._stage("kd_student", [self.out / "kd_student" / self.use / "config.json"], run)
 
     # -- export --------------------------------------------------------------------------------------
     def stage_export(self) -> None:
@@ -171,7 +181,7 @@ class Compressor:
         def run() -> dict[str, Any]:
             from ..export.onnx_export import export_checkpoint
 
-            ckpt = str(self.out / "kd_student" / "best")
+            ckpt = str(self.out / "kd_student" / self.use)
             size = self.s["img_size"]
             r8 = export_checkpoint(
                 ckpt, int8, img_size=size, int8=True, calibration_dataset=self.s["dataset"],
@@ -190,16 +200,26 @@ class Compressor:
         self._stage("export", outputs, run)
 
     def _eval_dataset(self):
+        """The validation split, or with ``--holdout`` the held-out groups' frames of the training split."""
         from ..data import create_dataset
 
-        return create_dataset(self.s["dataset"], root=self.s["root"], split="val", **self.s["dataset_args"])
+        train = dict(self.s.get("train") or {})
+        if train.get("holdout"):
+            from ..engine.folds import heldout_dataset
+            from ..data.groups import parse_group_list
+
+            cfg = {"dataset": self.s["dataset"], "root": self.s["root"], "dataset_args": dict(self.s["dataset_args"]),
+                   "train_split": train.get("train_split", "train"), "group_by": train.get("group_by")}
+            return heldout_dataset(cfg, parse_group_list(train["holdout"]))
+        return create_dataset(self.s["dataset"], root=self.s["root"], split=train.get("val_split", "val"),
+                              **self.s["dataset_args"])
 
     def _row_sources(self) -> list[tuple[str, str, str, str]]:
         """(row name, label, checkpoint for load/bench, runtime)."""
         rows = [
             ("teacher", "teacher", str(self.teacher_dir()), "torch"),
-            ("student", "student", str(self.out / "student" / "best"), "torch"),
-            ("kd_student", "KD student", str(self.out / "kd_student" / "best"), "torch"),
+            ("student", "student", str(self.out / "student" / self.use), "torch"),
+            ("kd_student", "KD student", str(self.out / "kd_student" / self.use), "torch"),
             ("int8_kd_student", "INT8 KD student", str(self.out / "export" / "kd_student_int8.onnx"), "onnxruntime"),
         ]
         if self.s["ort_fp32"]:
@@ -215,10 +235,10 @@ class Compressor:
                 from ..engine.evaluate import evaluate_model
                 from ..inference.segmenter import load
 
-                metrics, _, _ = evaluate_model(load(ckpt), self._eval_dataset(),
-                                               batch_size=int(self.s["eval_batch_size"]), progress=False,
-                                               num_samples_png=0)
-                atomic_write_json(path, metrics)
+                metrics, cm, _ = evaluate_model(load(ckpt), self._eval_dataset(),
+                                                batch_size=int(self.s["eval_batch_size"]), progress=False,
+                                                num_samples_png=0)
+                atomic_write_json(path, {**metrics, "confusion": cm.tolist()})  # pooled over folds by --holdout each
                 return {"mIoU": metrics.get("mIoU")}
 
             self._stage(f"eval_{name}", [path], run)
@@ -361,6 +381,11 @@ def run_compress(args: argparse.Namespace) -> int:
         comp.preflight()
         comp.print_plan()
         return 0
+    if str(settings["train"].get("holdout") or "").strip().lower() == "each":
+        _compress_folds(out, settings)
+        print(f"[compress] done in {time.perf_counter() - t0:.1f} s; cross-validation: {out / 'cv.md'}",
+              file=sys.stderr)
+        return 0
     comp = Compressor(out, settings)
     summary = comp.run()
     from .report import format_rows_markdown
@@ -369,3 +394,55 @@ def run_compress(args: argparse.Namespace) -> int:
     print(f"[compress] stages run: {', '.join(comp.ran) or 'none'}; skipped: {', '.join(comp.skipped) or 'none'}")
     print(f"[compress] done in {time.perf_counter() - t0:.1f} s; report: {out / 'report.html'}", file=sys.stderr)
     return 0
+
+
+def _compress_folds(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """``--holdout each``: the whole pipeline once per group into ``OUT/fold-GROUP/``, each row pooled over folds
+    (confusion matrices summed over every held-out frame) into ``OUT/cv.json`` and ``OUT/cv.md``."""
+    import copy
+
+    import numpy as np
+
+    from ..engine.folds import fold_groups
+    from ..metrics import metrics_from_confusion
+
+    train = dict(settings["train"])
+    teacher = settings.get("teacher")
+    if teacher and "{fold}" not in str(teacher):
+        raise UsageError("--holdout each: give each fold its own teacher, one that never saw the held-out group, "
+                         "with {fold} in --teacher, or let compress train one per fold")
+    groups = fold_groups({"dataset": settings["dataset"], "root": settings["root"],
+                          "dataset_args": dict(settings["dataset_args"] or {}),
+                          "train_split": train.get("train_split", "train"), "group_by": train.get("group_by")})
+    pooled: dict[str, Any] = {}
+    for k, group in enumerate(groups, start=1):
+        s = copy.deepcopy(settings)
+        s["train"]["holdout"] = group
+        if teacher:
+            s["teacher"] = str(teacher).replace("{fold}", group)
+        print(f"[compress] fold {k}/{len(groups)}: {group} held out, in {out / f'fold-{group}'}", flush=True)
+        summary = Compressor(out / f"fold-{group}", s).run()
+        for row in summary["rows"]:
+            ev = json.loads((out / f"fold-{group}" / "eval" / f"{row['name']}.json").read_text())
+            rec = pooled.setdefault(row["name"], {"label": row["label"], "folds": {}, "confusion": None,
+                                                  "params": row.get("params"), "latency_ms": row.get("latency_ms")})
+            rec["folds"][group] = ev.get("mIoU")
+            cm = np.asarray(ev["confusion"], dtype=np.int64)
+            rec["confusion"] = cm if rec["confusion"] is None else rec["confusion"] + cm
+    names = None
+    for rec in pooled.values():
+        m = metrics_from_confusion(rec["confusion"], names)
+        rec.update(pooled_mIoU=m["mIoU"], per_class_iou=[r["iou"] for r in m["per_class"]],
+                   confusion=rec["confusion"].tolist())
+    doc = {"groups": groups, "rows": pooled}
+    atomic_write_json(out / "cv.json", doc)
+    lines = ["# compress, leave-one-group-out", "", "| row | " + " | ".join(groups) + " | pooled |",
+             "|---|" + "---:|" * (len(groups) + 1)]
+    for rec in pooled.values():
+        cells = [f"{100 * v:.1f}" if v is not None else "-" for v in rec["folds"].values()]
+        lines.append(f"| {rec['label']} | " + " | ".join(cells) + f" | {100 * (rec['pooled_mIoU'] or 0):.1f} |")
+    from ..io import atomic_write_text
+
+    atomic_write_text(out / "cv.md", "\n".join(lines) + "\n")
+    print("\n".join(lines[2:]))
+    return doc

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .. import safe_yaml
+from ..checks import size_pair
 from ..errors import UsageError
 
 __all__ = ["PRESETS", "PRESET_DIR", "load_preset", "build_compress_parser", "settings_from_args", "check_models"]
@@ -18,7 +21,6 @@ PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "compress"  # shi
 
 
 PRESET_ALIASES = {"full": "seed"}  # former names, still accepted (with a note)
-OPTIONAL_KEYS = {"time_budget": None}  # keys a preset may leave out (their default)
 
 
 def load_preset(name_or_path: str) -> dict[str, Any]:
@@ -31,14 +33,27 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
         raise UsageError(f"--preset {name_or_path}: no such preset ({names}) or YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml.load(path.read_text())
     except yaml.YAMLError as exc:
         raise UsageError(f"--preset {path}: invalid YAML ({exc})") from exc
     required = set(PRESETS["quick"]) - set(OPTIONAL_KEYS) if PRESETS else set()
     if not isinstance(data, dict) or (required and not required <= set(data) <= required | set(OPTIONAL_KEYS)):
         raise UsageError(f"--preset {path}: expected the keys {', '.join(sorted(required))} "
-                         f"(and optionally {', '.join(OPTIONAL_KEYS)})")
-    return {**OPTIONAL_KEYS, **data}
+                         f"(optional: {', '.join(OPTIONAL_KEYS)})")
+    for key in ("train", "teacher_train"):
+        if not isinstance(data.get(key, {}) or {}, dict):
+            raise UsageError(f"--preset {path}: {key} must be a mapping of train settings")
+    if data.get("use", "best") not in ("best", "last"):
+        raise UsageError(f"--preset {path}: use must be best or last, got {data.get('use')!r}")
+    return data
+
+
+# Optional preset keys: `train`: any `train` setting for every training stage (optimizer, loss, splits, ...);
+# `teacher_train`: settings for the teacher stage only, on top; `use`: which model of each stage is reported,
+# exported and distilled from (best = best validation epoch; last = end of the schedule, for a schedule fixed in
+# advance, e.g. when validating on training data or on held-out groups that must not choose the epoch).
+# `time_budget`: minutes per stage (teacher, student, kd_student, rest; see compress_plan).
+OPTIONAL_KEYS = ("train", "teacher_train", "use", "time_budget")
 
 
 PRESETS: dict[str, dict[str, Any]] = {}
@@ -92,6 +107,11 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--plan-only", action="store_true",
                    help="print each stage's estimated wall time on this CPU and stop (nothing is trained)")
     p.add_argument("--no-ort-fp32", action="store_true", help="skip the onnxruntime fp32 row of the KD student")
+    p.add_argument("--train-split", default=None, metavar="SPLIT", help="split(s) every stage trains on, e.g. train+val")
+    p.add_argument("--holdout", default=None, metavar="GROUP[,GROUP]|each",
+                   help="hold these groups (streets, cities) out of every stage's training and score every row on "
+                        "them; 'each' runs the pipeline once per group into OUT/fold-GROUP/ and pools the rows")
+    p.add_argument("--group-by", default=None, metavar="REGEX", help="what names a sample's group (see `train --help`)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     return p
 
@@ -139,6 +159,10 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for k, v in overrides.items():
         if v is not None:
             s[k] = v
+    s["train"] = dict(s.get("train") or {})
+    for key in ("train_split", "holdout", "group_by"):
+        if getattr(args, key, None) is not None:
+            s["train"][key] = getattr(args, key)
     if args.teacher_model is not None and args.teacher is not None:
         raise UsageError("give --teacher DIR or --teacher-model NAME, not both")
     if args.kd is not None and args.hard_weight is None:
@@ -154,8 +178,18 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("epochs", "teacher_epochs", "batch_size", "calibration_images", "bench_runs"):
         if int(s[key]) < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
-    if min(s["img_size"]) < 1:
-        raise UsageError(f"--img-size must be positive, got {s['img_size']}")
+    s["img_size"] = list(size_pair(s["img_size"], "--img-size"))
+    for key, low in (("lr", None), ("hard_weight", 0.0)):  # None: above 0
+        v = s.get(key)
+        if v is None and key == "hard_weight":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or (v <= 0 if low is None else v < low):
+            want = "a positive number" if low is None else "a number >= 0"
+            raise UsageError(f"--{key.replace('_', '-')} must be {want}, got {v!r}")
+    if s["num_workers"] < 0 or s["seed"] < 0 or (s["threads"] is not None and s["threads"] < 1):
+        raise UsageError(f"--num-workers and --seed must be >= 0 and --threads >= 1, got {s['num_workers']}, "
+                         f"{s['seed']} and {s['threads']}")
     return s
 
 

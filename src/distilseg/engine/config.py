@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .. import safe_yaml
 from ..checks import size_pair
 from ..errors import UsageError
 from ..io import atomic_write_text, plain_data
@@ -37,6 +38,8 @@ class TrainConfig:
     dataset_args: dict[str, Any] = field(default_factory=dict)  # dataset options
     train_split: str = "train"  # split(s) to train on; train+val joins two (final-model protocol)
     val_split: str = "val"  # split to validate (and select the best epoch) on
+    holdout: str | None = None  # group(s) of the training split held out and validated on; each = one fold per group
+    group_by: str | None = None  # regex naming a sample's group (None: the dataset's own, e.g. the CamVid sequence)
     model: str | None = None  # architecture (`distilseg models`)
     model_args: dict[str, Any] = field(default_factory=dict)  # architecture options
     img_size: list[int] = field(default_factory=lambda: [256, 256])  # training crop [H, W]
@@ -74,6 +77,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 50  # resume state every N steps
     augment: bool = True  # scale/flip/rotate/color
     weather: bool = False  # fog and sun flare
+    photometric: str = "mild"  # colour/camera augmentation: mild | strong (gamma, blur, noise, JPEG, dusk)
     progress: bool = True  # progress bar
     out: str | None = None  # output folder
 
@@ -105,7 +109,7 @@ def _kv(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     k, v = text.split("=", 1)
     try:
-        value = yaml.safe_load(v) if v != "" else ""
+        value = safe_yaml.load(v) if v != "" else ""
     except yaml.YAMLError:
         value = v
     return k.strip().replace("-", "_"), value
@@ -126,6 +130,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
       help=f"split(s) to train on; '+' joins splits, e.g. train+val (default {d['train_split']})")
     a("--val-split", dest="val_split", default=_SUPPRESS, metavar="SPLIT",
       help=f"split to validate on and select the best epoch by (default {d['val_split']})")
+    a("--holdout", default=_SUPPRESS, metavar="GROUP[,GROUP]|each",
+      help="validate on whole groups (streets, cities) held out of the training split, instead of --val-split; "
+           "'each' runs one fold per group into OUT/fold-GROUP/ and pools their confusion matrices in OUT/cv.json")
+    a("--group-by", dest="group_by", default=_SUPPRESS, metavar="REGEX",
+      help="what names a sample's group: a regex searched in the image path relative to the root, its first "
+           "capture group is the group (default: the dataset's own; CamVid: the sequence prefix)")
     a("--model", default=_SUPPRESS, help="architecture (see `distilseg models`)")
     a("--model-args", dest="model_args", nargs="*", type=_kv, default=_SUPPRESS, metavar="K=V",
       help="architecture options, e.g. depth=4 base_width=32")
@@ -174,7 +184,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
       help="encoder learning rate = lr * F")
     a("--pretrained", default=_SUPPRESS, metavar="NAME|PATH",
       help="initial weights: imagenet, a hub name, a weights file or a model artifact folder")
-    a("--resume", action="store_true", default=_SUPPRESS, help="continue from OUT/checkpoints/last.ckpt")
+    a("--resume", action="store_true", default=_SUPPRESS,
+      help="continue from OUT/checkpoints/last.ckpt with the settings saved in OUT/config.yaml; only --epochs, "
+           "--patience, --num-workers, --no-progress, --val-every, --limit-val-batches, --checkpoint-every-steps, "
+           "--skip-bad and --accelerator may differ, anything else is refused")
     a("--skip-bad", dest="skip_bad", action="store_true", default=_SUPPRESS,
       help="leave out unreadable samples instead of stopping")
     a("--skip-nonfinite", dest="skip_nonfinite", type=int, default=_SUPPRESS, metavar="N",
@@ -184,6 +197,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
       help="also save the resume state every N steps (default 50; 0 = epoch ends only)")
     a("--weather", dest="weather", action="store_true", default=_SUPPRESS,
       help="also add random fog and sun flare to training images")
+    a("--photometric", choices=("mild", "strong"), default=_SUPPRESS,
+      help="colour and camera augmentation: mild (brightness/contrast) or strong (colour jitter down to dusk "
+           "brightness, gamma, blur, sensor noise, JPEG artefacts: for footage from other cameras, hours and cities)")
     a("--no-augment", dest="augment", action="store_false", default=_SUPPRESS,
       help="no random scale/flip/rotate/color augmentation")
     a("--no-progress", dest="progress", action="store_false", default=_SUPPRESS, help="no progress bar")
@@ -196,7 +212,7 @@ def _load_yaml(path: str | Path, known: dict[str, Any] = DEFAULTS) -> dict[str, 
     if not path.is_file():
         raise UsageError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: invalid YAML ({exc})") from exc
     if not isinstance(data, dict):
@@ -295,7 +311,8 @@ _REAL_RANGES: dict[str, tuple[float | None, bool, float | None, bool, bool]] = {
     "time_budget": (0.0, False, None, False, True),
 }
 _BOOLS = ("freeze_encoder", "resume", "skip_bad", "augment", "weather", "progress", "channels_last")
-_CHOICES: dict[str, tuple[str, ...]] = {"strategy": ("auto", "ddp"), "accelerator": ("auto", "cpu", "gpu")}
+_CHOICES: dict[str, tuple[str, ...]] = {"strategy": ("auto", "ddp"), "accelerator": ("auto", "cpu", "gpu"),
+                                        "photometric": ("mild", "strong")}
 _SEED_MAX = 2**32 - 1  # numpy's seed range (seed_everything)
 
 
@@ -344,6 +361,23 @@ def validate(cfg: dict[str, Any], origin: dict[str, str] | None = None) -> None:
     for key in ("dataset", "model", "optimizer", "scheduler", "loss", "class_weights", "train_split", "val_split"):
         if not isinstance(cfg[key], str):
             raise UsageError(f"{_setting(key, origin)} must be a name (text), got {cfg[key]!r}")
+    if isinstance(cfg["holdout"], (list, tuple)):  # a YAML list of groups
+        cfg["holdout"] = ",".join(str(v) for v in cfg["holdout"])
+    for key in ("holdout", "group_by"):
+        if cfg[key] is not None and (not isinstance(cfg[key], str) or not cfg[key].strip()):
+            raise UsageError(f"{_setting(key, origin)} must be text, got {cfg[key]!r}")
+    if cfg["holdout"] is not None:
+        from ..data.groups import parse_group_list
+
+        parse_group_list(cfg["holdout"], _setting("holdout", origin))
+    if cfg["group_by"] is not None:
+        import re
+
+        try:
+            re.compile(cfg["group_by"])
+        except re.error as exc:
+            raise UsageError(f"{_setting('group_by', origin)} {cfg['group_by']!r}: not a regular expression "
+                             f"({exc})") from exc
     for key in ("out", "root", "pretrained"):
         if cfg[key] is not None and not isinstance(cfg[key], (str, Path)):
             raise UsageError(f"{_setting(key, origin)} must be a path, got {cfg[key]!r}")

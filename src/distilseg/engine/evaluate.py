@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import safe_yaml
+from ..checks import size_pair
 from ..errors import DataError, UsageError
 
 __all__ = ["evaluate_model", "register_eval", "run_eval", "parse_key_values", "confusion_of"]
@@ -139,7 +141,7 @@ def parse_key_values(items: list[str] | None, flag: str = "--dataset-args") -> d
         if not sep or not key.strip():
             raise UsageError(f"{flag}: expected key=value, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            out[key.strip()] = safe_yaml.load(value) if value.strip() else ""
         except yaml.YAMLError:
             out[key.strip()] = value
     return out
@@ -167,6 +169,11 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=None, help="dataset root folder")
     p.add_argument("--dataset-args", nargs="*", default=[], metavar="K=V", help="extra dataset options")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument("--holdout", default=None, metavar="GROUP[,GROUP]",
+                   help="score only the frames of these groups of --split (the groups a run held out of training, "
+                        "e.g. --split train+val --holdout 0001TP)")
+    p.add_argument("--group-by", default=None, metavar="REGEX",
+                   help="what names a sample's group (default: the dataset's own; CamVid: the sequence prefix)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--img-size", nargs=2, type=int, default=None, metavar=("H", "W"),
                    help="network input size (default: the artifact's input_size)")
@@ -183,8 +190,7 @@ def apply_img_size(segmenter: Any, img_size: list[int] | None) -> None:
     """``--img-size`` overrides the artifact's input size (an ONNX model with a fixed size may refuse)."""
     if img_size is None:
         return
-    if min(img_size) < 1:
-        raise UsageError(f"--img-size must be positive, got {img_size}")
+    img_size = list(size_pair(img_size, "--img-size"))
     static = getattr(segmenter, "static_size", None)
     if static is not None and tuple(static) != tuple(img_size):
         raise UsageError(
@@ -205,6 +211,8 @@ def run_eval(args: argparse.Namespace) -> int:
     ensure_output_dir(args.out, create=False)  # before scoring the whole split, not after
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.samples < 0:
+        raise UsageError(f"--samples must be 0 (no samples.png) or more, got {args.samples}")
     segmenter = load(args.checkpoint, device=args.device)
     apply_img_size(segmenter, args.img_size)
     from ..inference.options import options_from_args
@@ -212,17 +220,35 @@ def run_eval(args: argparse.Namespace) -> int:
     segmenter.set_inference(**options_from_args(args))
     options = parse_key_values(args.dataset_args)
     dataset = create_dataset(args.dataset, root=args.root, split=args.split, **options)
+    if args.holdout or args.group_by:
+        dataset = _held_out_frames(dataset, args.holdout, args.group_by)
     metrics, cm, samples = evaluate_model(
         segmenter, dataset, batch_size=args.batch_size, progress=not args.no_progress,
         num_samples_png=args.samples, source=args.checkpoint,
     )
+    if args.holdout:
+        metrics["split"] = f"{args.split} [{args.holdout}]"
     write_report(Path(args.out), metrics, cm, samples, list(dataset.classes), np.asarray(dataset.palette),
                  legend=not args.no_legend)
     from ..metrics import format_table
 
     print(format_table(metrics))
-    print(f"wrote metrics.json, per_class.md, confusion.png, samples.png to {args.out}")
+    wrote = "metrics.json, per_class.md, confusion.png" + (", samples.png" if samples else "")
+    print(f"wrote {wrote} to {args.out}")
     return 0
+
+
+def _held_out_frames(dataset: Any, holdout: str | None, group_by: str | None) -> Any:
+    """The frames of the ``--holdout`` groups of ``dataset`` (its split's name says which were kept)."""
+    from ..data.groups import group_pattern, parse_group_list, select_groups
+
+    if not holdout:
+        raise UsageError("--group-by goes with --holdout GROUP (the groups to score)")
+    groups = parse_group_list(holdout)
+    pattern = group_pattern(dataset, group_by)
+    if pattern is None:
+        raise UsageError(f"--holdout: dataset {dataset.name!r} has no default grouping; give --group-by REGEX")
+    return select_groups(dataset, groups, pattern, keep=True)
 
 
 def write_report(out: Path, metrics: dict[str, Any], cm: np.ndarray,

@@ -207,6 +207,9 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
                 f"another --out (nothing was changed)"
             )
         resume_from = ckpt
+        from .resume import check_resume_settings
+
+        check_resume_settings(cfg, out)  # before anything is written
     else:
         _refuse_finished_without_state(out, ckpt)
         if cfg["resume"] and rank0:
@@ -242,6 +245,9 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
         "ignore_index": ignore_index,
         "dataset": cfg["dataset"],
         "dataset_args": cfg["dataset_args"],
+        # which frames trained it: a teacher for a held-out fold must not have seen that fold's group
+        "train_split": cfg["train_split"],
+        "holdout": cfg.get("holdout"),
     }
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
@@ -325,6 +331,11 @@ def _budget_callbacks(cfg: dict[str, Any], started: float, num_classes: int, ran
 
 def run_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
+    from .folds import is_each, run_folds
+
+    if is_each(cfg):
+        run_folds(cfg, run_training)
+        return 0
     out = run_training(cfg)
     best = out / "best"
     print(f"distilseg train: done; best model in {best}, resume state in {out / LAST_CKPT_REL}")

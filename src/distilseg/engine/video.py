@@ -58,6 +58,7 @@ import math
 import os
 import queue
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -162,7 +163,10 @@ class _Writer:
         import av
 
         self.path = path
-        self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        # a name of its own per run: two runs writing the same video must not share (and tear) one file
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
         self.container = av.open(str(self.tmp), mode="w")
         self.stream = self.container.add_stream(codec, rate=fps)
         self.stream.pix_fmt = "yuv420p"
@@ -410,6 +414,8 @@ def segment_video(
     first_size: list[tuple[int, ...]] = []
 
     # ---- the three stages (each called from one thread only) --------------------------------------
+    read = [0]  # frames decoded so far
+
     def decoded() -> Iterator[tuple[int, np.ndarray, Any]]:
         """Stage 1: the frames to segment (+ their network input on the fast path)."""
         frames = source.frames()
@@ -420,6 +426,7 @@ def segment_video(
                     index, frame = next(frames)
                 except StopIteration:
                     return
+                read[0] = index + 1
                 stages["decode"] += time.perf_counter() - t
                 if index % every:
                     continue
@@ -544,6 +551,9 @@ def segment_video(
                 raise errors[0]
         if writer.count == 0:
             raise DataError(f"{source.name}: no frames to segment")
+        if source.total and read[0] < source.total:
+            print(f"warning: {source.name}: decoding ended after {read[0]} of the {source.total} frames the file "
+                  f"announces (a truncated or damaged file?); the output holds those {read[0]}", file=sys.stderr)
         ok = True
     finally:
         stop.set()
@@ -556,5 +566,5 @@ def segment_video(
     seconds = time.perf_counter() - t0
     return {"video": str(writer.path), "frames": writer.count, "seconds": seconds,
             "fps": writer.count / seconds if seconds > 0 else float("inf"),
-            "labels": str(label_dir) if save_labels else None,
+            "labels": str(label_dir) if save_labels else None, "decoded": read[0], "announced": source.total,
             "stages": {k: round(v, 4) for k, v in stages.items()}}

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from .. import safe_yaml
 from ..errors import UsageError
 
 
@@ -95,7 +96,10 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--model-args expects KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value != "" else None
+        try:
+            out[key.strip().replace("-", "_")] = safe_yaml.load(value) if value != "" else None
+        except yaml.YAMLError:
+            out[key.strip().replace("-", "_")] = value
     return out
 
 
@@ -122,7 +126,7 @@ def run_export(args: argparse.Namespace) -> int:
             raise UsageError("--calibration-dataset-args needs --calibration-dataset NAME")
         if args.full_range and args.weight_bits == "7":
             raise UsageError("--full-range means --weight-bits 8; it contradicts --weight-bits 7")
-        if args.int8 and args.calibration_images < 1:
+        if args.calibration_images < 1:
             raise UsageError(f"--calibration-images must be positive, got {args.calibration_images}")
         result = export_checkpoint(
             args.checkpoint,
@@ -165,7 +169,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from ..checks import size_pair
     from .bench import benchmark
+
+    size_pair(args.img_size, "--img-size")
+    if args.num_classes < 1:
+        raise UsageError(f"--num-classes must be a positive integer, got {args.num_classes}")
 
     result = benchmark(
         args.model,

@@ -30,6 +30,9 @@ def export_torchscript(checkpoint: str, out: str | os.PathLike, img_size: Sequen
     out = Path(out)
     if out.suffix not in (".pt", ".ts", ".torchscript"):
         raise UsageError(f"{out}: a TorchScript file must end in .pt, .ts or .torchscript")
+    from .targets import check_export_target
+
+    check_export_target(out, "distilseg-torchscript")
     model, config = load_torch_model(checkpoint)
     size = parse_size(img_size) or parse_size(config.get("input_size")) or DEFAULT_SIZE
     wrapper = LogitsOnly(model).eval()
