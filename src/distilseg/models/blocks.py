@@ -109,7 +109,7 @@ class AsymConvBN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training and self._foldable():
+        if not self.training and not torch.jit.is_tracing() and self._foldable():
             return self._folded_forward(x)
         y = self.square(x) + self.hor(x) + self.ver(x)
         if self.pointwise is not None:
@@ -131,7 +131,8 @@ class AsymConvBN(nn.Module):
         kernel with zero rows/columns; three convolutions, four BNs and two additions over a full-resolution
         map become one convolution (three times less memory traffic). The result equals the branch sum up to
         float rounding. Computed on every call from the current weights (a few hundred small ops), so it never
-        goes stale; the ONNX exporter folds it into constants."""
+        goes stale. Not while tracing for ONNX export: the exported graph keeps the branches (ONNX Runtime folds
+        the BatchNorms itself)."""
         kernel = bias = None
         for seq, pad in ((self.square, (0, 0, 0, 0)), (self.hor, (0, 0, 1, 1)), (self.ver, (1, 1, 0, 0))):
             k, b = _fold_bn(seq[0].weight, seq[1])
