@@ -60,13 +60,14 @@ class Compressor:
         self.ran: list[str] = []
         self.skipped: list[str] = []
         self.num_classes: int | None = None
+        self.estimates: dict[str, dict[str, Any]] = {}
         self._check_settings()
 
     # Settings that change what a stage produces; a re-run with other values must not reuse old outputs.
     FINGERPRINT_KEYS = ("dataset", "root", "dataset_args", "teacher", "teacher_model", "teacher_args",
                         "student_model", "student_args", "img_size", "epochs", "teacher_epochs", "batch_size",
                         "lr", "scheduler", "augment", "kd", "hard_weight", "seed", "precision", "train",
-                        "teacher_train", "use")
+                        "teacher_train", "use", "time_budget")
 
     def _check_settings(self) -> None:
         current = json.loads(json.dumps({k: self.s.get(k) for k in self.FINGERPRINT_KEYS}, default=str))
@@ -86,7 +87,8 @@ class Compressor:
             self.log(f"[compress] {name}: done already ({outputs[0]}), skipped")
             self.skipped.append(name)
             return rec
-        self.log(f"[compress] {name}: running")
+        estimate = self.estimates.get(name)
+        self.log(f"[compress] {name}: running" + (f" (estimated {estimate['seconds'] / 60:.1f} min)" if estimate else ""))
         t0 = time.perf_counter()
         info = fn() or {}
         rec = {"done": True, "seconds": round(time.perf_counter() - t0, 2), **info}
@@ -106,12 +108,13 @@ class Compressor:
 
         s = self.s
         sections = {**dict(s.get("train") or {}), **(dict(s.get("teacher_train") or {}) if role == "teacher" else {})}
+        minutes = (s.get("time_budget") or {}).get(out.name) or None  # the stage's share of the time
         return TrainConfig.from_dict({**dict(
             dataset=s["dataset"], root=str(s["root"]) if s["root"] else None, dataset_args=dict(s["dataset_args"]),
             model=model, model_args=dict(model_args), out=str(out), img_size=list(s["img_size"]), epochs=int(epochs),
             batch_size=int(s["batch_size"]), lr=float(s["lr"]), scheduler=s["scheduler"], precision=s["precision"],
             accelerator=s["accelerator"], num_workers=int(s["num_workers"]), seed=int(s["seed"]),
-            augment=bool(s["augment"]), progress=bool(s.get("progress", False)),
+            augment=bool(s["augment"]), progress=bool(s.get("progress", False)), time_budget=minutes,
         ), **sections, "resume": True}).to_dict()
 
     @property
@@ -336,8 +339,23 @@ class Compressor:
         check_models(self.s, self.num_classes)
         return self.num_classes
 
+    def print_plan(self) -> None:
+        """Each stage's estimated wall time on this CPU, before any runs (``compress_plan``)."""
+        from ..data import create_dataset
+        from .compress_plan import format_plan, plan
+
+        def count(split: str) -> int:
+            return len(create_dataset(self.s["dataset"], root=self.s["root"], split=split, **self.s["dataset_args"]))
+
+        todo = {k: v for k, v in plan(self.s, int(self.num_classes), count("train"), count("val")).items()
+                if not (isinstance(self.state.get(k), dict) and self.state[k].get("done"))}
+        self.estimates = todo
+        for line in format_plan(todo):
+            self.log(line)
+
     def run(self) -> dict[str, Any]:
         self.preflight()
+        self.print_plan()
         self.stage_teacher()
         self.stage_student()
         self.stage_kd_student()
@@ -357,6 +375,12 @@ def run_compress(args: argparse.Namespace) -> int:
     get_dataset_info(settings["dataset"])  # unknown dataset: UsageError before any work
     out = Path(args.out)
     t0 = time.perf_counter()
+    if getattr(args, "plan_only", False):
+        comp = Compressor(out, settings)
+        comp.state.pop("_settings", None)  # nothing is written: a plan does not claim OUT
+        comp.preflight()
+        comp.print_plan()
+        return 0
     if str(settings["train"].get("holdout") or "").strip().lower() == "each":
         _compress_folds(out, settings)
         print(f"[compress] done in {time.perf_counter() - t0:.1f} s; cross-validation: {out / 'cv.md'}",

@@ -20,8 +20,12 @@ __all__ = ["PRESETS", "PRESET_DIR", "load_preset", "build_compress_parser", "set
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "compress"  # ships in the wheel
 
 
+PRESET_ALIASES = {"full": "seed"}  # former names, still accepted (with a note)
+
+
 def load_preset(name_or_path: str) -> dict[str, Any]:
-    """A shipped preset (``configs/compress/NAME.yaml``: quick, full) or a YAML file of the same keys."""
+    """A shipped preset (``configs/compress/NAME.yaml``: quick, seed) or a YAML file of the same keys."""
+    name_or_path = PRESET_ALIASES.get(name_or_path, name_or_path)
     path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         path = Path(name_or_path)
@@ -48,7 +52,8 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
 # `teacher_train`: settings for the teacher stage only, on top; `use`: which model of each stage is reported,
 # exported and distilled from (best = best validation epoch; last = end of the schedule, for a schedule fixed in
 # advance, e.g. when validating on training data or on held-out groups that must not choose the epoch).
-OPTIONAL_KEYS = ("train", "teacher_train", "use")
+# `time_budget`: minutes per stage (teacher, student, kd_student, rest; see compress_plan).
+OPTIONAL_KEYS = ("train", "teacher_train", "use", "time_budget")
 
 
 PRESETS: dict[str, dict[str, Any]] = {}
@@ -76,9 +81,15 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--student-model", default=None, metavar="NAME",
                    help="student architecture (default: the preset's)")
     p.add_argument("--student-args", nargs="*", default=None, metavar="K=V", help="student constructor options")
-    p.add_argument("--preset", default="quick", metavar="{quick,full}|FILE.yaml",
-                   help="schedule and model sizes: quick (minutes on a CPU, synthetic-sized), full (real runs) or a "
-                        "YAML file with the same keys (see distilseg/configs/compress/)")
+    p.add_argument("--preset", default="quick", metavar="{quick,seed}|FILE.yaml",
+                   help="schedule and model sizes: quick (within 15 minutes on a CPU: every training stage has a time "
+                        "budget), seed (the original system's teacher, student and distillation at 256x256; days "
+                        "on a CPU, estimated before it starts; 'full' is its former name) or a YAML file with the "
+                        "same keys (see distilseg/configs/compress/)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="wall time for the whole run: shared out over the stages as the preset's time_budget "
+                        "(default 35/25/30/10 %% for teacher, student, KD student, the rest); each training stage "
+                        "then fits its steps and lr schedule to its share")
     p.add_argument("--img-size", nargs=2, type=int, default=None, metavar=("H", "W"), help="training/inference size")
     p.add_argument("--epochs", type=int, default=None, help="epochs of each student stage (default: preset's)")
     p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: preset's)")
@@ -93,6 +104,8 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
     p.add_argument("--bench-runs", type=int, default=None)
     p.add_argument("--calibration-images", type=int, default=None)
+    p.add_argument("--plan-only", action="store_true",
+                   help="print each stage's estimated wall time on this CPU and stop (nothing is trained)")
     p.add_argument("--no-ort-fp32", action="store_true", help="skip the onnxruntime fp32 row of the KD student")
     p.add_argument("--train-split", default=None, metavar="SPLIT", help="split(s) every stage trains on, e.g. train+val")
     p.add_argument("--holdout", default=None, metavar="GROUP[,GROUP]|each",
@@ -113,8 +126,12 @@ def _kv_list(items: list[str] | None, flag: str) -> dict[str, Any] | None:
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The preset with every explicitly given flag applied on top."""
+    if args.preset in PRESET_ALIASES:
+        import sys
+
+        print(f"note: --preset {args.preset} is now called {PRESET_ALIASES[args.preset]}", file=sys.stderr)
     s = copy.deepcopy(PRESETS[args.preset]) if args.preset in PRESETS else load_preset(args.preset)
-    s["preset"] = args.preset
+    s["preset"] = PRESET_ALIASES.get(args.preset, args.preset)
     s["dataset"] = args.dataset
     s["root"] = args.root
     # A preset's model args were written for the preset's model: another --teacher-model / --student-model
@@ -157,6 +174,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     s["seed"] = 42 if args.seed is None else int(args.seed)
     s["threads"] = args.threads
     s["ort_fp32"] = not args.no_ort_fp32
+    s["time_budget"] = _time_budget(s, args)
     for key in ("epochs", "teacher_epochs", "batch_size", "calibration_images", "bench_runs"):
         if int(s[key]) < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
@@ -173,6 +191,26 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--num-workers and --seed must be >= 0 and --threads >= 1, got {s['num_workers']}, "
                          f"{s['seed']} and {s['threads']}")
     return s
+
+
+def _time_budget(s: dict[str, Any], args: argparse.Namespace) -> dict[str, float] | None:
+    """Minutes per stage, or None (epochs only). An explicit ``--epochs`` / ``--teacher-epochs`` trains those
+    stages for that many epochs instead of their share of the time."""
+    from .compress_plan import stage_budgets
+
+    total = getattr(args, "time_budget", None)
+    if total is not None and not total > 0:
+        raise UsageError(f"--time-budget must be a positive number of minutes, got {total:g}")
+    try:
+        budget = stage_budgets(s.get("time_budget"), total, f"--preset {args.preset}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if budget is not None:
+        if args.epochs is not None:
+            budget["student"] = budget["kd_student"] = 0.0
+        if args.teacher_epochs is not None:
+            budget["teacher"] = 0.0
+    return budget
 
 
 def check_models(settings: dict[str, Any], num_classes: int) -> None:

@@ -45,6 +45,7 @@ class TrainConfig:
     img_size: list[int] = field(default_factory=lambda: [256, 256])  # training crop [H, W]
     eval_size: list[int] | None = None  # validation / saved model input size [H, W] (None: img_size)
     epochs: int = 50  # epochs
+    time_budget: float | None = None  # minutes of wall time for the whole run: at most `epochs`, as many steps as fit
     batch_size: int = 8  # batch size per process
     lr: float = 1e-3  # learning rate
     optimizer: str = "adam"  # engine.optim.OPTIMIZERS
@@ -97,7 +98,7 @@ class TrainConfig:
 
 DEFAULTS: dict[str, Any] = asdict(TrainConfig())
 # Keys that OUT/config.yaml records but that the run derives again (so a saved config reads back as is).
-RECORDED = ("num_classes",)
+RECORDED = ("num_classes", "budget_steps", "budget_step_seconds")
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 _SUPPRESS = argparse.SUPPRESS
@@ -146,6 +147,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
       help="size validation images are resized to, and the saved model's input size; scores stay at the "
            "labels' native size (default: the training crop size)")
     a("--epochs", type=int, default=_SUPPRESS, help=f"epochs (default {d['epochs']})")
+    a("--time-budget", dest="time_budget", type=float, default=_SUPPRESS, metavar="MINUTES",
+      help="end the whole run (validations and saving included) within MINUTES of wall time: the first steps "
+           "are timed, then the number of optimizer steps is fixed to what fits (at most --epochs epochs) and "
+           "the lr schedule is fitted to it; both are recorded in history.csv and config.yaml, and a resumed "
+           "run keeps them")
     a("--batch-size", "--batch", dest="batch_size", type=int, default=_SUPPRESS,
       help=f"batch size per process (default {d['batch_size']})")
     a("--lr", type=float, default=_SUPPRESS, help=f"learning rate (default {d['lr']})")
@@ -302,6 +308,7 @@ _REAL_RANGES: dict[str, tuple[float | None, bool, float | None, bool, bool]] = {
     "warmup_epochs": (0.0, True, None, False, False),
     "encoder_lr_mult": (0.0, True, None, False, False),
     "grad_clip": (0.0, False, None, False, True),
+    "time_budget": (0.0, False, None, False, True),
 }
 _BOOLS = ("freeze_encoder", "resume", "skip_bad", "augment", "weather", "progress", "channels_last")
 _CHOICES: dict[str, tuple[str, ...]] = {"strategy": ("auto", "ddp"), "accelerator": ("auto", "cpu", "gpu"),

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import copy
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -189,6 +190,7 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
 
     import warnings
 
+    started = time.perf_counter()
     cfg = copy.deepcopy(cfg)
     validate(cfg)
     for msg in (".*smaller than the logging interval.*", ".*LeafSpec.*is deprecated.*",
@@ -259,6 +261,7 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
     if cfg["patience"] > 0:
         callbacks.append(EarlyStopping(monitor="val_mIoU", mode="max", patience=cfg["patience"],
                                        check_finite=False))
+    callbacks += _budget_callbacks(cfg, started, num_classes, rank0)
     callbacks += list(extra_callbacks or [])
     # a new version folder per launch: a resumed run must not erase the logs of the run it continues
     loggers = [CSVLogger(str(out), name="logs"), TensorBoardLogger(str(out), name="tensorboard")]
@@ -308,6 +311,24 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
     if signum is not None:
         raise _interrupted_error(signum, out, recorder)
     return out
+
+
+def _budget_callbacks(cfg: dict[str, Any], started: float, num_classes: int, rank0: bool) -> list:
+    """``--time-budget``: the step planner (``engine.budget``)."""
+    if not cfg["time_budget"]:
+        return []
+    from .budget import TimeBudget
+
+    minutes = float(cfg["time_budget"])
+
+    def fixed(steps: int, step_s: float) -> None:
+        if rank0:
+            save_config(dict(cfg, num_classes=num_classes, budget_steps=steps,
+                             budget_step_seconds=round(step_s, 4)), Path(cfg["out"]))
+            print(f"time budget {minutes:g} min: {steps} optimizer steps ({step_s:.3f} s per step measured); "
+                  f"the {cfg['scheduler']} schedule is fitted to them")
+
+    return [TimeBudget(minutes, started, fixed, checkpoint_every=cfg["checkpoint_every_steps"])]
 
 
 def run_train(args: argparse.Namespace) -> int:
