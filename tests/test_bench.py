@@ -20,6 +20,9 @@ FIELDS = {
 }
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _conv() -> nn.Module:
     torch.manual_seed(0)
     return nn.Conv2d(3, 4, 3, padding=1)

@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from distilseg.cli import build_parser, main  # noqa: E402
-from distilseg.engine.artifact import load_artifact, save_artifact  # noqa: E402
+from distilseg.artifact import load_artifact, save_artifact  # noqa: E402
 from distilseg.io import safe_torch_load  # noqa: E402
 from distilseg.models import create_model  # noqa: E402
 
 STUDENT_ARGS = ["stem_channels=4", "stage_channels=[8, 8]", "stage2_dilations=[2]", "stage3_dilations=[2]",
                 "decoder_channels=8"]
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _teacher(folder: Path, num_classes: int = 7) -> Path:

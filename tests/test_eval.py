@@ -11,11 +11,14 @@ from PIL import Image
 
 import distilseg
 from distilseg.cli import main
-from distilseg.engine.artifact import save_artifact
+from distilseg.artifact import save_artifact
 from distilseg.models import create_model
 
 K = 3
 SIZES = [(40, 50), (33, 47), (40, 50), (24, 30), (48, 36)]
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _make_artifact(directory: Path) -> Path:

@@ -18,6 +18,9 @@ from distilseg.metrics import metrics_from_confusion  # noqa: E402
 
 
 # ---- 7: per-class accuracy = recall (MMSegmentation's Acc), mean class accuracy = their mean -------------
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def test_class_accuracy_is_recall_on_rare_class() -> None:
     # class 2 is rare (10 of 1000 pixels) and always missed: (TP+TN)/N would call it 99 % accurate
     cm = np.array([
@@ -62,7 +65,7 @@ def test_recorded_val_miou_equals_eval(tmp_path: Path) -> None:
 
 def test_eval_transform_is_the_eval_preprocessing() -> None:
     from distilseg.data import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
-    from distilseg.preprocess import image_to_input, normalization_tensors
+    from distilseg.inference.preprocess import image_to_input, normalization_tensors
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
@@ -207,7 +210,7 @@ def test_distill_uses_dataset_options(tmp_path: Path, capsys) -> None:
 
 # ---- 16: strict ONNX parity, no os.chdir, classifier found from the output ----------------------------------
 def _unet_artifact(tmp_path: Path) -> Path:
-    from distilseg.engine.artifact import save_artifact
+    from distilseg.artifact import save_artifact
     from distilseg.models import create_model
 
     torch.manual_seed(0)

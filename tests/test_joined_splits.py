@@ -16,6 +16,9 @@ from distilseg.data.validate import validate_dataset
 from distilseg.errors import DataError, UsageError
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _folder(root: Path) -> None:
     rng = np.random.default_rng(0)
     for split, n in (("train", 3), ("val", 2)):

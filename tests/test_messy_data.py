@@ -1,4 +1,7 @@
 """Issue 15, messy real data: no silent wrong results (16-bit and EXIF-rotated images, palette-mode masks,
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 class counts over all splits, bad samples found at any point, Excel palette files, orphan masks)."""
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from PIL import Image
 
 from distilseg.data import create_dataset, validate_dataset
 from distilseg.data.folder import read_palette_file
-from distilseg.engine.segmenter import read_image, to_rgb_array
+from distilseg.inference.segmenter import read_image, to_rgb_array
 from distilseg.engine.train import quick_check, run_training
 from distilseg.errors import DataError
 from test_train_support import tiny_cfg

@@ -14,6 +14,9 @@ from distilseg.models import registry
 SEED_MODELS = ["attention_unet", "dilated_dws_unet", "lite_student", "msa_unet", "msa_unet_student", "unet"]
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 @pytest.fixture(scope="module")
 def listing():
     """Run ``distilseg models --json`` once (it builds every registered model)."""

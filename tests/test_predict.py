@@ -10,12 +10,15 @@ from PIL import Image
 
 import distilseg
 from distilseg.cli import main
-from distilseg.engine.artifact import save_artifact
+from distilseg.artifact import save_artifact
 from distilseg.errors import DataError
 from distilseg.models import create_model
 
 K = 4
 PALETTE = np.array([[0, 0, 0], [250, 0, 0], [0, 250, 0], [0, 0, 250]], dtype=np.uint8)
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 @pytest.fixture(scope="module")

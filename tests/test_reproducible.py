@@ -21,6 +21,9 @@ from distilseg.data.transforms import seed_augmentations
 from distilseg.engine.train import seed_train_worker
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _pair(h: int = 48, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
     ds = create_dataset("synthetic", root=None, split="train", transform=None, num_images=1, size=[h, w])
     return ds.load_image(0), ds.load_mask(0)

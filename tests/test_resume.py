@@ -20,6 +20,9 @@ EPOCHS, STEPS_PER_EPOCH = 3, 4  # 16 images / batch 4
 DATA = {"num_images": 16, "size": [32, 48]}
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _start(out: Path, delay: float) -> subprocess.Popen:
     """A training subprocess whose steps are slowed down by ``delay`` s so it can be killed mid-epoch."""
     cfg = tiny_cfg(out, epochs=EPOCHS, dataset_args=DATA, checkpoint_every_steps=1, resume=True)
@@ -63,7 +66,7 @@ def _kill_after(proc: subprocess.Popen, ckpt: Path, min_step: int, extra: float,
 def _check_complete(out: Path) -> None:
     from distilseg.data import create_dataset
     from distilseg.engine.evaluate import evaluate_model
-    from distilseg.engine.segmenter import load
+    from distilseg.inference.segmenter import load
 
     with open(out / "history.csv") as fh:
         rows = list(csv.DictReader(fh))

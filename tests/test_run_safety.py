@@ -26,6 +26,9 @@ TRAIN = ["train", "--dataset", "synthetic", "--model", "unet", "--model-args", "
          "--no-progress", "--no-augment", *DATA_ARGS]
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _err_lines(capsys) -> list[str]:
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -108,7 +111,7 @@ def test_out_naming_an_existing_file_is_refused_before_any_work(tmp_path, capsys
 
 def _tiny_artifact(folder: Path, num_classes: int = 7) -> Path:
     from distilseg.data import create_dataset
-    from distilseg.engine.artifact import save_artifact
+    from distilseg.artifact import save_artifact
     from distilseg.models import create_model
 
     ds = create_dataset("synthetic", split="val", num_images=2, size=[32, 48])
@@ -121,7 +124,7 @@ def _tiny_artifact(folder: Path, num_classes: int = 7) -> Path:
 
 def test_eval_checks_its_output_location_before_scoring(tmp_path, capsys, monkeypatch):
     import distilseg.engine.evaluate as ev
-    import distilseg.engine.segmenter as seg
+    import distilseg.inference.segmenter as seg
 
     art = _tiny_artifact(tmp_path / "art")
     blocker = tmp_path / "taken"

@@ -7,11 +7,14 @@ import json
 import pytest
 import torch
 
-from distilseg.engine.artifact import load_artifact
+from distilseg.artifact import load_artifact
 from distilseg.engine.train import run_training
 from distilseg.errors import TrainingError, UsageError
 from distilseg.io import safe_torch_load
 from test_train_support import tiny_cfg
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _history(out):

@@ -10,6 +10,9 @@ from distilseg.engine.train import DEFAULTS, add_train_arguments, resolve_config
 from distilseg.errors import UsageError
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _parse(argv):
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)

@@ -10,12 +10,15 @@ import torch
 from PIL import Image
 
 from distilseg.cli import main
-from distilseg.engine.artifact import save_artifact
+from distilseg.artifact import save_artifact
 from distilseg.models import create_model
 
 av = pytest.importorskip("av")
 
 K = 3
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 @pytest.fixture(scope="module")

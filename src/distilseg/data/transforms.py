@@ -140,7 +140,7 @@ class EvalTransform:
 
     Why not albumentations here: validation during training must see exactly the input that
     ``distilseg eval`` / ``predict`` / the ONNX check give the network, so that a checkpoint's recorded
-    val mIoU is what ``eval`` reports. This calls the same function (``distilseg.preprocess.image_to_input``:
+    val mIoU is what ``eval`` reports. This calls the same function (``distilseg.inference.preprocess.image_to_input``:
     /255, bilinear antialiased ``F.interpolate``, then normalize). The mask is never resized.
     """
 

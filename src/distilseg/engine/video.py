@@ -135,7 +135,7 @@ def open_video(path: str | os.PathLike) -> FrameSource:
 
 def frame_folder_source(files: Sequence[Path], fps: float = 30.0, name: str = "frames") -> FrameSource:
     """Image files (already in the wanted order) as the frames of one video."""
-    from .segmenter import read_image
+    from ..inference.segmenter import read_image
 
     files = list(files)
 
@@ -394,7 +394,7 @@ def segment_video(
     every, batch_size = int(every), int(batch_size)
     fast = _fast_options(segmenter, upsample)
     if fast is not None:
-        from ..preprocess import policy_size
+        from ..inference.preprocess import policy_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     label_dir = out_dir / f"{stem}_labels"

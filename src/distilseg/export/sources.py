@@ -42,7 +42,7 @@ def preprocess(
     """HxWx3 uint8 -> 3xHxW float32: /255, bilinear antialiased resize to ``size`` (when given),
     (x - mean) / std.
 
-    The segmenters' own preprocessing (``distilseg.preprocess.image_to_input``), so ONNX and PyTorch
+    The segmenters' own preprocessing (``distilseg.inference.preprocess.image_to_input``), so ONNX and PyTorch
     predictions and the export check see identical inputs. Mean/std given on the 0-255 scale are rescaled.
     """
     m, s = normalization_tensors(mean, std)

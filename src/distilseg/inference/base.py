@@ -145,7 +145,7 @@ class SegmenterBase:
     their device is where preprocessing runs) and supplies ``_run`` (one network pass: N x 3 x H x W
     inputs -> N x C x H x W logits; also the ``logits_fn`` of sliding windows) and ``_parse_size``
     (checks ``input_size``); ``_stride`` is the multiple the network wants (padding for keep-ratio / none).
-    Resize policy, sliding window and TTA (``engine.inference``) are implemented here once for both.
+    Resize policy, sliding window and TTA (``inference.options``) are implemented here once for both.
     """
 
     _config: dict[str, Any]
