@@ -47,8 +47,6 @@ def test_models_json_num_classes_changes_the_head(capsys):
 
 
 def test_models_table_and_broken_factory(monkeypatch, capsys):
-    registry._import_all()
-
     def broken(num_classes: int, *, pretrained=None):
         """A model whose optional dependency is missing."""
         raise ImportError("no module named 'imaginary'")

@@ -42,7 +42,7 @@ def load_teacher(ref: str, device: Any = "cpu"):
     Returns ``(model, config)``. Loading reads safetensors + JSON only.
     """
     from ..artifact import load_artifact
-    from ..inference.segmenter import resolve_artifact_dir
+    from ..artifact import resolve_artifact_dir
 
     model, config = load_artifact(resolve_artifact_dir(ref), map_location="cpu")
     model = model.to(device).eval()
@@ -117,7 +117,7 @@ def build_distiller(cfg: dict[str, Any], teacher_ref: str, kd: str, hard_weight:
 # ------------------------------------------------------------------------------------------------- record
 def weights_sha256(ref: str) -> str:
     """sha256 of the teacher's ``model.safetensors`` (what identifies a teacher, wherever it lies)."""
-    from ..inference.segmenter import resolve_artifact_dir
+    from ..artifact import resolve_artifact_dir
 
     digest = hashlib.sha256()
     with open(resolve_artifact_dir(ref) / "model.safetensors", "rb") as f:

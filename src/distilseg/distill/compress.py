@@ -119,7 +119,7 @@ class Compressor:
 
     def teacher_dir(self) -> Path:
         if self.s.get("teacher"):
-            from ..inference.segmenter import resolve_artifact_dir
+            from ..artifact import resolve_artifact_dir
 
             return resolve_artifact_dir(self.s["teacher"])
         return self.out / "teacher" / "best"

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .sources import find_onnx, parse_size
+from ..inference.segmenter import find_onnx
+from .sources import parse_size
 
 __all__ = ["benchmark", "RUNTIMES", "count_gflops", "onnx_param_count"]
 
@@ -103,7 +104,8 @@ def _resolve(
 
         side = read_sidecar(onnx_path)
         return None, onnx_path, str(side.get("architecture") or onnx_path.stem), onnx_path.stat().st_size / 1e6, side
-    from .sources import load_torch_model, resolve_artifact_dir
+    from ..artifact import resolve_artifact_dir
+    from .sources import load_torch_model
 
     net, config = load_torch_model(str(checkpoint))
     weights = resolve_artifact_dir(str(checkpoint)) / "model.safetensors"

@@ -24,7 +24,8 @@ from .._version import __version__
 from ..errors import CheckpointError, UsageError
 from ..io import atomic_write, atomic_write_json
 from ..inference.onnx_backend import make_session, run_logits, sidecar_path
-from .sources import IMAGENET_MEAN, IMAGENET_STD, parse_size, preprocess
+from ..data.base import IMAGENET_MEAN, IMAGENET_STD
+from .sources import parse_size, preprocess
 
 __all__ = ["LogitsOnly", "export_onnx", "check_onnx", "synthetic_images", "build_sidecar", "DEFAULT_OPSET"]
 

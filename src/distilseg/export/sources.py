@@ -12,10 +12,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import DataError, UsageError
+from ..artifact import resolve_artifact_dir
 from ..checks import size_pair
-from ..inference.segmenter import find_onnx, resolve_artifact_dir  # noqa: F401 - re-exported
-from ..inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalization  # noqa: F401 - re-exported
+from ..data.base import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import DataError, UsageError
 from ..inference.preprocess import image_to_input, normalization_tensors
 
 

@@ -7,8 +7,8 @@ lower layers (``artifact``, ``models``, ``data``, ``viz``, ``io``, ``errors``, `
 from __future__ import annotations
 
 from .options import InferenceOptions, add_inference_arguments, options_from_args, parse_tta, resolve_options
-from .segmenter import Segmenter, SegmenterBase, find_onnx, load, read_image, resolve_artifact_dir, to_rgb_array
+from .segmenter import Segmenter, SegmenterBase, find_onnx, load, read_image, to_rgb_array
 
-__all__ = ["load", "resolve_artifact_dir", "find_onnx", "Segmenter", "SegmenterBase", "read_image",
+__all__ = ["load", "find_onnx", "Segmenter", "SegmenterBase", "read_image",
            "to_rgb_array", "InferenceOptions", "parse_tta", "resolve_options", "add_inference_arguments",
            "options_from_args"]

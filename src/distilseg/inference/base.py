@@ -20,7 +20,6 @@ from torch import nn
 
 from ..errors import DataError, UsageError
 from ..data.base import image_to_rgb as _image_to_rgb
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported
 from .preprocess import image_to_input, normalization_tensors, pad_to_multiple, pad_to_size, policy_size, resize_scores
 from ..viz.palette import default_palette  # the artifact default; also imported from here by export
 from .options import InferenceOptions, default_stride, parse_tta, resolve_options
