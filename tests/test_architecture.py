@@ -263,6 +263,12 @@ def test_no_module_assigns_into_sys_modules():
     assert hits == []
 
 
+def test_no_test_file_is_named_after_an_issue():
+    """Tests are grouped by area (data, models, export, ...), not by the change that added them."""
+    named = [p.name for p in TESTS.glob("test_*.py") if re.search(r"issue|\d", p.stem)]
+    assert named == []
+
+
 def test_long_source_files_say_why_at_their_top():
     unexplained = []
     for path in PKG.rglob("*.py"):

@@ -1,5 +1,5 @@
 """``split="train+val"``: joined splits read each sample through its own adapter, survive --skip-bad filtering,
-and ``train --train-split train+val`` trains on both (the final-model protocol of issue 12)."""
+and ``train --train-split train+val`` trains on both (the final-model protocol)."""
 from __future__ import annotations
 
 import pickle

@@ -1,4 +1,4 @@
-"""Issue 15, messy real data: no silent wrong results (16-bit and EXIF-rotated images, palette-mode masks,
+"""Messy real data: no silent wrong results (16-bit and EXIF-rotated images, palette-mode masks,
 pytestmark = pytest.mark.usefixtures("run_config_check")
 
 

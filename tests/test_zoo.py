@@ -37,7 +37,7 @@ def test_zoo_model_predicts_360x480_label_maps(name):
 
 def test_bundle_fits_the_repository_budget():
     total = sum(f.stat().st_size for name in BUNDLED for f in resolve_zoo(name).iterdir())
-    assert total < 30e6  # issue 7: all three under 30 MB
+    assert total < 30e6  # all three under 30 MB
 
 
 @pytest.mark.parametrize("name", BUNDLED)
