@@ -85,7 +85,7 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
 def _kv_list(items: list[str] | None, flag: str) -> dict[str, Any] | None:
     if items is None:
         return None
-    from ..engine.evaluate import parse_key_values
+    from ..parsing import parse_key_values
 
     return parse_key_values(items, flag)
 

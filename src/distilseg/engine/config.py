@@ -22,6 +22,7 @@ import yaml
 from ..checks import size_pair
 from ..errors import UsageError
 from ..io import atomic_write_text, plain_data
+from ..parsing import key_value, parse_key_values
 
 __all__ = ["TrainConfig", "DEFAULTS", "add_train_arguments", "resolve_config", "validate", "save_config",
            "eval_size", "PRECISIONS"]
@@ -99,17 +100,6 @@ PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 _SUPPRESS = argparse.SUPPRESS
 
 
-def _kv(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    try:
-        value = yaml.safe_load(v) if v != "" else ""
-    except yaml.YAMLError:
-        value = v
-    return k.strip().replace("-", "_"), value
-
-
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Every ``train`` flag (``distill`` reuses them). Defaults are SUPPRESSed: see ``DEFAULTS``."""
     from .optim import OPTIMIZERS, SCHEDULERS
@@ -119,14 +109,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     a("--config", default=_SUPPRESS, metavar="FILE.yaml", help="YAML with any of these settings (flags win)")
     a("--dataset", default=_SUPPRESS, help="dataset name (see `distilseg datasets`)")
     a("--root", "--root_path", dest="root", default=_SUPPRESS, metavar="PATH", help="dataset root folder")
-    a("--dataset-args", dest="dataset_args", nargs="*", type=_kv, default=_SUPPRESS, metavar="K=V",
+    a("--dataset-args", dest="dataset_args", nargs="*", default=_SUPPRESS, metavar="K=V",
       help="dataset options, e.g. level=1 binary=true")
     a("--train-split", dest="train_split", default=_SUPPRESS, metavar="SPLIT",
       help=f"split(s) to train on; '+' joins splits, e.g. train+val (default {d['train_split']})")
     a("--val-split", dest="val_split", default=_SUPPRESS, metavar="SPLIT",
       help=f"split to validate on and select the best epoch by (default {d['val_split']})")
     a("--model", default=_SUPPRESS, help="architecture (see `distilseg models`)")
-    a("--model-args", dest="model_args", nargs="*", type=_kv, default=_SUPPRESS, metavar="K=V",
+    a("--model-args", dest="model_args", nargs="*", default=_SUPPRESS, metavar="K=V",
       help="architecture options, e.g. depth=4 base_width=32")
     a("--img-size", dest="img_size", nargs=2, type=int, default=_SUPPRESS, metavar=("H", "W"),
       help=f"training crop size (default {d['img_size'][0]} {d['img_size'][1]})")
@@ -218,11 +208,8 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
     if isinstance(value, (list, tuple)):
         pairs = []
         for item in value:
-            if isinstance(item, str):
-                try:
-                    item = _kv(item)
-                except argparse.ArgumentTypeError:
-                    item = None
+            if isinstance(item, str) and "=" in item:
+                item = key_value(item, what)
             if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)):
                 raise UsageError(f"{what} must be a mapping of KEY: VALUE settings, got {value!r}")
             pairs.append((item[0].replace("-", "_"), item[1]))
@@ -258,7 +245,8 @@ def resolve_config(args: argparse.Namespace, extra: dict[str, Any] | None = None
     for key in ("dataset_args", "model_args"):
         if key in given:
             # explicit K=V pairs add to (and override) the YAML's
-            given[key] = {**_as_dict(cfg.get(key), _setting(key, origin)), **_as_dict(given[key], key)}
+            typed = parse_key_values(given[key], _setting(key))
+            given[key] = {**_as_dict(cfg.get(key), _setting(key, origin)), **typed}
     for key in given:
         origin.pop(key, None)
     cfg.update(given)

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import DataError, UsageError
 
-__all__ = ["evaluate_model", "register_eval", "run_eval", "parse_key_values", "confusion_of"]
+__all__ = ["evaluate_model", "register_eval", "run_eval", "confusion_of"]
 
 
 def _sample_indices(n: int, k: int) -> list[int]:
@@ -129,22 +129,6 @@ def evaluate_model(
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
-def parse_key_values(items: list[str] | None, flag: str = "--dataset-args") -> dict[str, Any]:
-    """``["k=v", ...]`` -> dict; values are parsed as YAML scalars (``3`` -> int, ``true`` -> bool)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"{flag}: expected key=value, got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
-
-
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, metavar="DIR|FILE.onnx|zoo:NAME",
@@ -210,7 +194,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..inference.options import options_from_args
 
     segmenter.set_inference(**options_from_args(args))
-    options = parse_key_values(args.dataset_args)
+    from ..parsing import parse_key_values
+
+    options = parse_key_values(args.dataset_args, "--dataset-args")
     dataset = create_dataset(args.dataset, root=args.root, split=args.split, **options)
     metrics, cm, samples = evaluate_model(
         segmenter, dataset, batch_size=args.batch_size, progress=not args.no_progress,

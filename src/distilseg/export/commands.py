@@ -86,19 +86,6 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_bench)
 
 
-def parse_model_args(items: list[str]) -> dict[str, Any]:
-    """``["depth=3", "bilinear=false", "encoder=resnet18"]`` -> typed dict (YAML scalars)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--model-args expects KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value != "" else None
-    return out
-
-
 def _reduce_range(args: argparse.Namespace) -> bool | None:
     """``--weight-bits`` / ``--full-range`` -> ``reduce_range`` (``None``: the CPU decides)."""
     if args.full_range or args.weight_bits == "8":
@@ -107,7 +94,7 @@ def _reduce_range(args: argparse.Namespace) -> bool | None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..engine.evaluate import parse_key_values
+    from ..parsing import parse_key_values
     from ..io import ensure_output_file
 
     ensure_output_file(args.out)  # before any work
@@ -171,7 +158,7 @@ def run_bench(args: argparse.Namespace) -> int:
         args.model,
         checkpoint=args.checkpoint,
         num_classes=args.num_classes,
-        model_args=parse_model_args(args.model_args),
+        model_args=parse_key_values(args.model_args, "--model-args"),
         img_size=args.img_size,
         runtime=args.runtime,
         threads=args.threads,
