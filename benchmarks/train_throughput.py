@@ -22,8 +22,8 @@ from pathlib import Path
 
 
 def lightning_rate(args: argparse.Namespace, out: Path) -> float:
-    from distilseg.engine.callbacks import StepTimer
-    from distilseg.engine.train import DEFAULTS, run_training
+    from distilseg.training.callbacks import StepTimer
+    from distilseg.training.train import DEFAULTS, run_training
 
     cfg = dict(DEFAULTS)
     cfg.update(

@@ -49,7 +49,7 @@ def camvid_root(shared_datasets: Path) -> Path:
 # them) and compares the resolved settings with the saved ones key by key; a mismatch (or a file that does not
 # read back) fails the test, naming the key. Nothing is patched. At the end of the session, a run config that no
 # test checked (a test that trains without asking for the fixture) fails the session, naming the file.
-# Normalised, as documented in engine.config: `num_classes` (RECORDED: derived again by the run, not read back)
+# Normalised, as documented in training.config: `num_classes` (RECORDED: derived again by the run, not read back)
 # and `out`, which the re-run is given as the folder holding the file, so the two are compared as paths.
 _REPRO: dict = {"files": 0, "train": 0, "distill": 0, "failed": 0, "checked": set(), "config": None}
 
@@ -90,7 +90,7 @@ def _check(path) -> tuple[str, list[str]]:
 
     from distilseg.cli import build_parser
     from distilseg.distill.commands import DISTILL_DEFAULTS
-    from distilseg.engine.config import RECORDED, resolve_config
+    from distilseg.training.config import RECORDED, resolve_config
     from distilseg.errors import DistilsegError
 
     path = Path(path).resolve()

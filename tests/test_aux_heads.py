@@ -12,7 +12,7 @@ import torch
     ("danet", {"aux_loss": True, "encoder": "resnet18", "output_stride": 16, "head_channels": 16}),
 ])
 def test_aux_heads_get_gradients_in_a_training_step(name: str, args: dict) -> None:
-    from distilseg.engine.module import SegModule
+    from distilseg.training.module import SegModule
     from distilseg.losses import build_loss
     from distilseg.models import create_model
 

@@ -65,7 +65,7 @@ def test_the_suite_wide_config_check_names_the_key_that_does_not_read_back(runs,
     (bad / "config.yaml").write_text(yaml.safe_dump({**saved, "out": str(bad), "colour": "red"}))
     assert "does not read it back" in config_reproduce_check(bad / "config.yaml")[0]
     # the wiring: a run config written under the session's temporary folder is found and checked once
-    from distilseg.engine.config import save_config
+    from distilseg.training.config import save_config
 
     pending = config_reproduce_pending()  # the file just written
     assert len(pending) == 1 and "does not read it back" in pending[0]
@@ -110,7 +110,7 @@ def test_resume_with_another_teacher_is_refused_in_one_line(runs, tmp_path, caps
 def test_saved_configs_in_the_repository_read_back(tmp_path):
     """Every saved OUT/config.yaml under benchmarks/results resolves (num_classes, recorded there, included)."""
     from distilseg.distill.commands import DISTILL_DEFAULTS
-    from distilseg.engine.config import resolve_config
+    from distilseg.training.config import resolve_config
 
     files = sorted((REPO / "benchmarks" / "results").glob("*/config.yaml"))
     assert files
@@ -139,7 +139,7 @@ def test_compress_presets_are_yaml_files_that_ship_in_the_wheel():
 
 
 def test_train_config_is_the_typed_schema_of_the_settings():
-    from distilseg.engine.config import DEFAULTS, TrainConfig
+    from distilseg.training.config import DEFAULTS, TrainConfig
     from distilseg.errors import UsageError
 
     cfg = TrainConfig.from_dict({"dataset": "synthetic", "model": "unet", "out": "o", "img_size": 32, "num_classes": 3})

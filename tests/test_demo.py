@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-import distilseg.engine.demo as demo
+import distilseg.apps.demo as demo
 
 
 def test_demo_pipeline_writes_report_and_pictures(tmp_path, monkeypatch):

@@ -93,7 +93,7 @@ def test_compress_on_folder_dataset(tmp_path: Path) -> None:
 
 def test_distill_uses_dataset_options(tmp_path: Path, capsys) -> None:
     from distilseg.cli import main
-    from distilseg.engine.train import run_training
+    from distilseg.training.train import run_training
 
     data = _folder_dataset(tmp_path / "data")  # 4 classes inferred; num_classes=5 is a dataset option
     teacher = run_training(tiny_cfg(tmp_path / "t", epochs=1, dataset="folder", root=str(data),

@@ -77,7 +77,7 @@ def _read_masks(root: Path) -> dict[str, np.ndarray]:
 
 def test_evaluate_model_confusion_is_exact(setup) -> None:
     from distilseg.data import create_dataset
-    from distilseg.engine.evaluate import evaluate_model
+    from distilseg.apps.evaluate import evaluate_model
 
     art, root = setup
     seg = distilseg.load(art)

@@ -26,7 +26,7 @@ def test_signal_stops_the_run_non_zero_with_the_command_that_resumes_it(tmp_path
     argv = [*TRAIN, "--epochs", "2", "--checkpoint-every-steps", "1", "--out", str(out)]
     code = script_header() + (
         "import time\n"
-        "from distilseg.engine import module\n"
+        "from distilseg.training import module\n"
         "step = module.SegModule.training_step\n"
         "def slow(self, *a, **k):\n"
         "    time.sleep(0.4)\n"
@@ -65,7 +65,7 @@ def test_sigterm_while_the_datasets_are_built_is_one_line_and_exit_143(tmp_path)
     argv = [*TRAIN, "--epochs", "1", "--out", str(out)]
     code = script_header() + (
         "import time\n"
-        "from distilseg.engine import train\n"
+        "from distilseg.training import train\n"
         "def slow(cfg):\n"
         f"    open({str(marker)!r}, 'w').close()\n"
         "    time.sleep(60)\n"
@@ -94,7 +94,7 @@ def test_sigterm_handler_is_lightnings_during_fit_and_restored_after(tmp_path):
     mid-step instead of saving), and the process' handler is back as it was after the run."""
     from lightning.pytorch.callbacks import Callback
 
-    from distilseg.engine.train import run_training
+    from distilseg.training.train import run_training
 
     seen = []
 
@@ -113,7 +113,7 @@ def test_sigterm_handler_is_lightnings_during_fit_and_restored_after(tmp_path):
 def test_history_row_of_a_resumed_epoch_has_its_lr(tmp_path):
     from lightning.pytorch.callbacks import Callback
 
-    from distilseg.engine.train import run_training
+    from distilseg.training.train import run_training
 
     class Stop(Callback):
         def on_train_batch_end(self, trainer, *a, **k):

@@ -62,7 +62,7 @@ def test_out_naming_an_existing_file_is_refused_before_any_work(tmp_path, capsys
 
 
 def test_eval_checks_its_output_location_before_scoring(tmp_path, capsys, monkeypatch):
-    import distilseg.engine.evaluate as ev
+    import distilseg.apps.evaluate as ev
     import distilseg.inference.segmenter as seg
 
     art = tiny_artifact(tmp_path / "art")
@@ -160,7 +160,7 @@ def test_resume_with_no_earlier_run_still_starts_from_the_beginning(tmp_path):
 
 
 def test_records_are_plain_data_whatever_the_settings_hold(tmp_path):
-    """A run's config.yaml (engine.config.save_config) and an artifact's config.json take numpy / torch numbers,
+    """A run's config.yaml (training.config.save_config) and an artifact's config.json take numpy / torch numbers,
     paths and tuples through one converter."""
     import json as _json
 

@@ -83,7 +83,7 @@ def test_predict_without_labels_and_with_tta(art: Path, inputs, tmp_path: Path) 
 
 
 def test_expand_inputs(inputs, tmp_path: Path) -> None:
-    from distilseg.engine.predict import expand_inputs
+    from distilseg.apps.predict import expand_inputs
 
     files = expand_inputs([str(tmp_path / "folder"), str(tmp_path / "**" / "*.bmp"), str(tmp_path / "folder" / "a.png")])
     assert [f.name for f in files] == ["a.png", "b.png", "c.bmp"]  # folder sorted, duplicates dropped

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distilseg.artifact import load_artifact
-from distilseg.engine.train import run_training
+from distilseg.training.train import run_training
 from distilseg.errors import TrainingError, UsageError
 from distilseg.io import safe_torch_load
 from test_train_support import tiny_cfg
@@ -115,7 +115,7 @@ def test_skip_nonfinite_counts_skipped_steps(tmp_path, monkeypatch):
 def test_class_count_mismatch_and_weights_file(tmp_path):
     out = tmp_path / "a"
     run_training(tiny_cfg(out, epochs=1))
-    from distilseg.engine.train import _check_resume_classes, build_model
+    from distilseg.training.train import _check_resume_classes, build_model
 
     # a pretrained artifact or resume state with 7 classes for a 3-class dataset is refused (exit 2)
     with pytest.raises(UsageError, match="7 classes but dataset synthetic has 3"):

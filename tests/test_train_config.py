@@ -6,7 +6,7 @@ import argparse
 import pytest
 import yaml
 
-from distilseg.engine.train import DEFAULTS, add_train_arguments, resolve_config
+from distilseg.training.train import DEFAULTS, add_train_arguments, resolve_config
 from distilseg.errors import UsageError
 
 
@@ -85,7 +85,7 @@ def test_presets_resolve(tmp_path):
 
 
 def test_weather_flag_adds_fog_and_sun_flare_to_training_only():
-    from distilseg.engine.train import build_datasets
+    from distilseg.training.train import build_datasets
 
     def names(tf) -> set[str]:
         return {type(t).__name__ for t in _walk(tf)}
@@ -115,7 +115,7 @@ def _walk(obj, depth=0):
 
 
 def test_eval_size_defaults_to_crop_and_is_validated(tmp_path):
-    from distilseg.engine.train import eval_size
+    from distilseg.training.train import eval_size
 
     cfg = _parse(["--dataset", "synthetic", "--model", "unet", "--img-size", "32", "48", "--out", "o"])
     assert cfg["eval_size"] is None and eval_size(cfg) == [32, 48]

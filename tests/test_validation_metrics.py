@@ -44,7 +44,7 @@ def test_class_accuracy_null_rule_and_mean() -> None:
 # ---- validation during training == distilseg eval -----------------------------------------------------
 def test_recorded_val_miou_equals_eval(tmp_path: Path) -> None:
     from distilseg.cli import main
-    from distilseg.engine.train import run_training
+    from distilseg.training.train import run_training
 
     # images 64x96 judged at 24x32: the image is downsized (antialiased in eval; albumentations' resize,
     # used before, scored 0.1508 here against eval's 0.1514) and the logits resized back to the native mask

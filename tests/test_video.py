@@ -109,7 +109,8 @@ def test_video_labels_nearest_vs_exact_and_frame_order(art: Path, tmp_path: Path
     """Video labels: argmax at network resolution + nearest upsampling (default), or exactly single-image
     ``predict`` with ``upsample="bilinear"``; the pipeline keeps frame order and count."""
     from distilseg import load
-    from distilseg.engine.video import open_video, segment_video
+    from distilseg.apps.video import segment_video
+    from distilseg.apps.video_io import open_video
 
     frames = _frames(6, 96, 128)
     for i, f in enumerate(frames):  # a brightness ramp marks each frame's position
@@ -135,7 +136,7 @@ def test_video_labels_nearest_vs_exact_and_frame_order(art: Path, tmp_path: Path
 
 
 def test_label_upsampling_and_overlay_match_reference() -> None:
-    from distilseg.engine.video import _Painter, _resize_labels
+    from distilseg.apps.video import _Painter, _resize_labels
     from distilseg.viz import add_legend, overlay
 
     rng = np.random.default_rng(1)
@@ -157,7 +158,8 @@ def test_decode_error_mid_video_stops_pipeline(art: Path, tmp_path: Path) -> Non
     import threading
 
     from distilseg import load
-    from distilseg.engine.video import FrameSource, segment_video
+    from distilseg.apps.video import segment_video
+    from distilseg.apps.video_io import FrameSource
     from distilseg.errors import DataError
 
     def frames():

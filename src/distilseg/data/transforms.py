@@ -7,7 +7,7 @@ Randomness: albumentations 2.x draws from its OWN generators (a ``numpy.random.G
 ``random.Random`` per transform, seeded from OS entropy when ``Compose(seed=None)``), so
 ``seed_everything``/``np.random.seed``/``random.seed`` do not make augmentations reproducible.
 ``SegTransform.set_random_seed`` (and ``seed_augmentations`` for a dataset) give the whole pipeline one
-seeded stream; training seeds it per DataLoader worker (see ``engine/train.py``).
+seeded stream; training seeds it per DataLoader worker (see ``training/train.py``).
 """
 from __future__ import annotations
 

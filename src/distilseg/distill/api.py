@@ -24,7 +24,7 @@ RECORD_NAME = "distill.json"
 
 @dataclass
 class DistillSettings:
-    """distill's own settings, on top of every ``engine.config.TrainConfig`` setting; like those they come from
+    """distill's own settings, on top of every ``training.config.TrainConfig`` setting; like those they come from
     ``--config`` YAML or flags, and ``OUT/config.yaml`` holds them too (one file reproduces a run)."""
 
     teacher: str | None = None  # teacher artifact DIR (or training output with best/) | zoo:NAME

@@ -47,7 +47,7 @@ def _add_distill_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=KD_SPEC_HELP + " (default: original)")
     p.add_argument("--hard-weight", dest="hard_weight", type=float, default=argparse.SUPPRESS, metavar="W",
                    help="weight of the task (hard-label) loss; default: the preset's (0.65 for 'original') or 1")
-    from ..engine.config import add_train_arguments
+    from ..training.config import add_train_arguments
 
     add_train_arguments(p)
     _alias_option(p, "--model", "--student", "student architecture (see `distilseg models`)")
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    from ..engine.train import resolve_config, run_training
+    from ..training.train import resolve_config, run_training
 
     cfg = resolve_config(args, extra=DISTILL_DEFAULTS)
     from ..io import ensure_output_dir

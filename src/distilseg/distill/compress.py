@@ -98,8 +98,8 @@ class Compressor:
 
     # -- training -----------------------------------------------------------------------------------
     def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int) -> dict[str, Any]:
-        """The stage's training configuration, built directly (``engine.config``) and validated there."""
-        from ..engine.config import TrainConfig
+        """The stage's training configuration, built directly (``training.config``) and validated there."""
+        from ..training.config import TrainConfig
 
         s = self.s
         return TrainConfig.from_dict(dict(
@@ -111,7 +111,7 @@ class Compressor:
         )).to_dict()
 
     def _train(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, distiller=None) -> dict:
-        from ..engine.train import run_training
+        from ..training.train import run_training
 
         cfg = self._train_cfg(model, model_args, out, epochs)
         run_training(cfg, distiller=distiller)
@@ -152,7 +152,7 @@ class Compressor:
             distiller, tconf = build_distiller(cfg, str(self.teacher_dir()), self.s["kd"], self.s["hard_weight"])
             self.s["hard_weight_used"] = distiller.hard_weight
             write_distill_record(self.out / "kd_student", str(self.teacher_dir()), tconf, self.s["kd"], distiller)
-            from ..engine.train import run_training
+            from ..training.train import run_training
 
             run_training(cfg, distiller=distiller)
             return {"model": self.s["student_model"], "kd": self.s["kd"], "hard_weight": distiller.hard_weight,
@@ -209,7 +209,7 @@ class Compressor:
             path = self.out / "eval" / f"{name}.json"
 
             def run(ckpt: str = ckpt, path: Path = path) -> dict[str, Any]:
-                from ..engine.evaluate import evaluate_model
+                from ..apps.evaluate import evaluate_model
                 from ..inference.segmenter import load
 
                 metrics, _, _ = evaluate_model(load(ckpt), self._eval_dataset(),

@@ -1,7 +1,7 @@
 """Inference: the predictor (``Segmenter``, PyTorch and ONNX Runtime backends), ``load``, preprocessing,
 inference options (resize policies, sliding windows, TTA) and tiling.
 
-Imports go one way: ``engine``, ``export``, ``distill`` and the CLI use this package; it uses only the
+Imports go one way: ``training``, ``apps``, ``export``, ``distill`` and the CLI use this package; it uses only the
 lower layers (``artifact``, ``models``, ``data``, ``viz``, ``io``, ``errors``, ``checks``), never them.
 """
 from __future__ import annotations

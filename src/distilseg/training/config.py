@@ -45,9 +45,9 @@ class TrainConfig:
     epochs: int = 50  # epochs
     batch_size: int = 8  # batch size per process
     lr: float = 1e-3  # learning rate
-    optimizer: str = "adam"  # engine.optim.OPTIMIZERS
+    optimizer: str = "adam"  # training.optim.OPTIMIZERS
     weight_decay: float = 1e-4  # not on norms and biases
-    scheduler: str = "exponential"  # engine.optim.SCHEDULERS
+    scheduler: str = "exponential"  # training.optim.SCHEDULERS
     gamma: float = 0.9  # exponential decay per epoch
     warmup_epochs: float = 0.0  # linear warmup (epochs)
     loss: str = "ce:1"  # loss spec, e.g. ce:1,dice:0.5

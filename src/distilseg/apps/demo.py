@@ -42,7 +42,7 @@ DEMO_SETTINGS: dict[str, Any] = {
 
 
 def demo_config(out: Path, epochs: int | None = None, progress: bool = True) -> dict[str, Any]:
-    from .train import DEFAULTS
+    from ..training.train import DEFAULTS
 
     cfg = copy.deepcopy(DEFAULTS)
     cfg.update(copy.deepcopy(DEMO_SETTINGS))
@@ -101,7 +101,7 @@ def run_demo(out: str | Path, epochs: int | None = None, progress: bool = True,
     from ..viz import add_legend, colorize, overlay, save_confusion, save_grid
     from .evaluate import evaluate_model
     from ..inference import load
-    from .train import run_training
+    from ..training.train import run_training
 
     out = Path(out)
     if epochs is not None and epochs < 1:
