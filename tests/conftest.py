@@ -89,18 +89,18 @@ def _check(path) -> tuple[str, list[str]]:
     import yaml
 
     from distilseg.cli import build_parser
-    from distilseg.distill.commands import DISTILL_DEFAULTS
-    from distilseg.training.config import RECORDED, resolve_config
+    from distilseg.distill.api import DistillConfig
+    from distilseg.training.config import RECORDED, TrainConfig, resolve_config
     from distilseg.errors import DistilsegError
 
     path = Path(path).resolve()
     saved = yaml.safe_load(path.read_text())
     if not isinstance(saved, dict):
         return "train", [f"{path}: not a mapping of settings"]
-    command = "distill" if set(saved) & set(DISTILL_DEFAULTS) else "train"
+    command = "distill" if set(saved) & DistillConfig.own_settings() else "train"
     try:
         args = build_parser().parse_args([command, "--config", str(path), "--out", str(path.parent)])
-        cfg = resolve_config(args, extra=DISTILL_DEFAULTS if command == "distill" else None)
+        cfg = resolve_config(args, DistillConfig if command == "distill" else TrainConfig).to_dict()
     except (DistilsegError, SystemExit) as exc:
         return command, [f"{path}: `distilseg {command} --config` does not read it back: {exc}"]
     problems = []

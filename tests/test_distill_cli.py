@@ -109,4 +109,4 @@ def test_distill_hard_weight_from_yaml_must_be_a_number(tmp_path, capsys):
     cfg_file = tmp_path / "kd.yaml"
     cfg_file.write_text("hard_weight: lots\n")
     assert main(_argv(teacher, tmp_path / "kd", "original") + ["--config", str(cfg_file)]) == 2
-    assert "--hard-weight must be a number" in capsys.readouterr().err
+    assert "kd.yaml: hard_weight (--hard-weight) must be a number, got 'lots'" in capsys.readouterr().err

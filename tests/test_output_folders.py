@@ -160,7 +160,7 @@ def test_resume_with_no_earlier_run_still_starts_from_the_beginning(tmp_path):
 
 
 def test_records_are_plain_data_whatever_the_settings_hold(tmp_path):
-    """A run's config.yaml (training.config.save_config) and an artifact's config.json take numpy / torch numbers,
+    """A run's config.yaml (TrainConfig.save) and an artifact's config.json take numpy / torch numbers,
     paths and tuples through one converter."""
     import json as _json
 
@@ -185,6 +185,6 @@ def test_records_are_plain_data_whatever_the_settings_hold(tmp_path):
     assert subclasses == {"f": 0.25, "s": "a", "e": 2, "b": False}
     assert [type(v) for v in subclasses.values()] == [float, str, int, bool]
     _yaml.safe_dump(subclasses)  # the safe dumper takes exact built-in types only
-    assert _yaml.safe_load(_yaml.safe_dump(plain_data(odd)))["epochs"] == 3  # what save_config writes
+    assert _yaml.safe_load(_yaml.safe_dump(plain_data(odd)))["epochs"] == 3  # what TrainConfig.save writes
     art = save_artifact(tmp_path / "art", torch.nn.Conv2d(3, 2, 1), {"architecture": "x", "num_classes": 2, **odd})
     assert _json.loads((art / "config.json").read_text())["lr"] == 0.5

@@ -45,7 +45,7 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def tiny_cfg(out: Path, **over: Any) -> dict[str, Any]:
-    from distilseg.training.train import DEFAULTS
+    from distilseg.training.config import DEFAULTS
 
     cfg = copy.deepcopy(DEFAULTS)
     cfg.update(copy.deepcopy(TINY))

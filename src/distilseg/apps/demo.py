@@ -42,7 +42,7 @@ DEMO_SETTINGS: dict[str, Any] = {
 
 
 def demo_config(out: Path, epochs: int | None = None, progress: bool = True) -> dict[str, Any]:
-    from ..training.train import DEFAULTS
+    from ..training.config import DEFAULTS
 
     cfg = copy.deepcopy(DEFAULTS)
     cfg.update(copy.deepcopy(DEMO_SETTINGS))

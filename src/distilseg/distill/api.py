@@ -9,30 +9,35 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from ..io import atomic_write_json
+from ..training.config import TrainConfig, setting
 
-__all__ = ["DistillSettings", "DISTILL_DEFAULTS", "load_teacher", "build_distiller", "dataset_num_classes", "student_feature_channels",
+__all__ = ["DistillConfig", "distill", "load_teacher", "build_distiller", "dataset_num_classes", "student_feature_channels",
            "teacher_record", "read_teacher_record", "check_resume_teacher", "write_distill_record"]
 
 RECORD_NAME = "distill.json"
 
 
 @dataclass
-class DistillSettings:
-    """distill's own settings, on top of every ``training.config.TrainConfig`` setting; like those they come from
-    ``--config`` YAML or flags, and ``OUT/config.yaml`` holds them too (one file reproduces a run)."""
+class DistillConfig(TrainConfig):
+    """Every ``train`` setting (``model`` is the student) plus distill's own; like those they come from
+    ``--config`` YAML, flags or Python, and ``OUT/config.yaml`` holds them too (one file reproduces a run)."""
 
-    teacher: str | None = None  # teacher artifact DIR (or training output with best/) | zoo:NAME
-    kd: str = "original"  # KD spec (distill.losses.KD_SPEC_HELP)
-    hard_weight: float | None = None  # task loss weight (None: the spec's preset, or 1)
+    teacher: str | None = setting(None, "teacher artifact (required here or as `teacher:` in --config)",
+                                  path=True, metavar="DIR|zoo:NAME")
+    kd: str = setting("original", "KD spec (see `distilseg distill --help`)", metavar="SPEC")
+    hard_weight: float | None = setting(None, "weight of the task (hard-label) loss; default: the preset's (0.65 "
+                                        "for 'original') or 1", low=0.0, metavar="W")
 
-
-DISTILL_DEFAULTS: dict[str, Any] = asdict(DistillSettings())
+    @classmethod
+    def own_settings(cls) -> set[str]:
+        """The settings distill adds to ``TrainConfig``'s (a saved config with any of them is a distill run)."""
+        return {f.name for f in fields(cls)} - {f.name for f in fields(TrainConfig)}
 
 
 # ------------------------------------------------------------------------------------------------- distill
@@ -51,10 +56,12 @@ def load_teacher(ref: str, device: Any = "cpu"):
     return model, config
 
 
-def _cfg_get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
+def _cfg_get(cfg: Any, *keys: str, default: Any = None) -> Any:
+    """The first of ``keys`` that ``cfg`` (a ``TrainConfig``, or a mapping such as an artifact config) sets."""
     for k in keys:
-        if k in cfg and cfg[k] is not None:
-            return cfg[k]
+        value = cfg.get(k) if isinstance(cfg, dict) else getattr(cfg, k, None)
+        if value is not None:
+            return value
     return default
 
 
@@ -171,3 +178,28 @@ def write_distill_record(out: str | Path, teacher_ref: str, tconf: dict[str, Any
         "terms": [[name, weight, opts] for name, weight, opts in distiller.terms_spec],
     }
     return atomic_write_json(Path(out) / RECORD_NAME, rec)
+
+
+def distill(cfg: DistillConfig) -> Path:
+    """Train ``cfg.model`` (the student) with knowledge distillation from ``cfg.teacher`` (the ``distilseg
+    distill`` command from Python); returns OUT, laid out as ``train``'s plus ``distill.json`` (the teacher
+    record, which ``resume`` reads when no teacher is given)."""
+    from ..io import ensure_output_dir
+    from ..training.train import run_training
+
+    ensure_output_dir(cfg.out, create=False)  # before any work
+    out = Path(cfg.out)
+    recorded = read_teacher_record(out)
+    if cfg.resume:  # the run's own record names its teacher; another one is refused
+        cfg.teacher = check_resume_teacher(out, cfg.teacher)
+    if not cfg.teacher:
+        raise UsageError("--teacher is required (on the command line or as `teacher:` in --config)")
+    teacher_ref, kd = str(cfg.teacher), str(cfg.kd)
+    distiller, tconf = build_distiller(cfg, teacher_ref, kd, cfg.hard_weight)
+    print(f"distilling {tconf.get('architecture')} (teacher, {teacher_ref}) into {cfg.model}: "
+          f"{distiller.extra_repr()}")
+    # What the training settings cannot say: which teacher (path, weights hash) and KD terms made this student.
+    # Kept when resuming; a run that is refused below (OUT holds another run) must not overwrite it either.
+    if recorded is None or not (cfg.resume or (out / "checkpoints" / "last.ckpt").is_file()):
+        write_distill_record(out, teacher_ref, tconf, kd, distiller)
+    return run_training(cfg, distiller=distiller)

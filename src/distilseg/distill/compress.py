@@ -97,7 +97,7 @@ class Compressor:
         return rec
 
     # -- training -----------------------------------------------------------------------------------
-    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int) -> dict[str, Any]:
+    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int):
         """The stage's training configuration, built directly (``training.config``) and validated there."""
         from ..training.config import TrainConfig
 
@@ -108,7 +108,7 @@ class Compressor:
             batch_size=int(s["batch_size"]), lr=float(s["lr"]), scheduler=s["scheduler"], precision=s["precision"],
             accelerator=s["accelerator"], num_workers=int(s["num_workers"]), seed=int(s["seed"]),
             augment=bool(s["augment"]), resume=True, progress=False,
-        )).to_dict()
+        ))
 
     def _train(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, distiller=None) -> dict:
         from ..training.train import run_training
