@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import UsageError
+from ..training.config import TrainConfig, add_setting_arguments
 
 __all__ = ["PRESETS", "PRESET_DIR", "load_preset", "build_compress_parser", "settings_from_args", "check_models"]
 
@@ -35,6 +36,13 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     return data
 
 
+# The training settings compress takes, as ``TrainConfig`` declares them (same flags, help and checks); the
+# preset gives img_size, epochs, batch_size and lr unless a flag does. compress runs its loaders in the main
+# process unless told otherwise (its quick preset's images are tiny: worker start-up would dominate).
+TRAIN_SETTINGS = ("dataset", "root", "dataset_args", "img_size", "epochs", "batch_size", "lr", "precision",
+                  "accelerator", "num_workers", "seed")
+TRAIN_DEFAULTS = {"num_workers": 0}
+
 PRESETS: dict[str, dict[str, Any]] = {}
 PRESETS.update({p.stem: load_preset(p.stem) for p in sorted(PRESET_DIR.glob("*.yaml"))})
 
@@ -49,11 +57,11 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
         "without KD (baseline), distill it with the same schedule, export the KD student to ONNX and INT8 "
         "(calibrated on training images), evaluate all on the validation split, measure CPU latency, and write "
         "compress.json, report.md, report.html and pareto.png to --out. Finished stages are skipped on a re-run, "
-        "so an interrupted run continues.",
+        "so an interrupted run continues. --epochs is each student stage's; --img-size, --epochs, --batch-size "
+        "and --lr default to the preset's.",
     )
-    p.add_argument("--dataset", required=True, help="dataset name (see `distilseg datasets`)")
-    p.add_argument("--root", default=None, metavar="PATH", help="dataset root folder")
-    p.add_argument("--dataset-args", nargs="*", default=None, metavar="K=V", help="extra dataset options")
+    from_preset = {k: None for k in TRAIN_SETTINGS if k in PRESETS.get("quick", {})}  # help: "the preset's"
+    add_setting_arguments(p, TrainConfig, list(TRAIN_SETTINGS), defaults={**TRAIN_DEFAULTS, **from_preset})
     p.add_argument("--teacher", default=None, metavar="DIR|zoo:NAME", help="use this trained teacher (skips stage 1)")
     p.add_argument("--teacher-model", default=None, metavar="NAME", help="teacher architecture to train")
     p.add_argument("--teacher-args", nargs="*", default=None, metavar="K=V", help="teacher constructor options")
@@ -63,17 +71,9 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--preset", default="quick", metavar="{quick,full}|FILE.yaml",
                    help="schedule and model sizes: quick (minutes on a CPU, synthetic-sized), full (real runs) or a "
                         "YAML file with the same keys (see distilseg/configs/compress/)")
-    p.add_argument("--img-size", nargs=2, type=int, default=None, metavar=("H", "W"), help="training/inference size")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of each student stage (default: preset's)")
     p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: preset's)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
     p.add_argument("--kd", default=None, metavar="SPEC", help=KD_SPEC_HELP)
     p.add_argument("--hard-weight", type=float, default=None, metavar="W", help="task loss weight in the KD stage")
-    p.add_argument("--precision", default=None, choices=("32", "16-mixed", "bf16-mixed"))
-    p.add_argument("--accelerator", default=None, choices=("auto", "cpu", "gpu"), help="training device")
-    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default 0)")
-    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
     p.add_argument("--bench-runs", type=int, default=None)
     p.add_argument("--calibration-images", type=int, default=None)
@@ -82,20 +82,20 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     return p
 
 
-def _kv_list(items: list[str] | None, flag: str) -> dict[str, Any] | None:
-    if items is None:
-        return None
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The preset with every explicitly given flag applied on top, the training settings checked as
+    ``TrainConfig`` checks them."""
     from ..parsing import parse_key_values
 
-    return parse_key_values(items, flag)
-
-
-def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The preset with every explicitly given flag applied on top."""
     s = copy.deepcopy(PRESETS[args.preset]) if args.preset in PRESETS else load_preset(args.preset)
     s["preset"] = args.preset
-    s["dataset"] = args.dataset
-    s["root"] = args.root
+    given = {k: v for k, v in vars(args).items() if k in TRAIN_SETTINGS or k == "img_size_square"}
+    if "img_size_square" in given:
+        given["img_size"] = [given.pop("img_size_square")] * 2
+    if "dataset_args" in given:
+        given["dataset_args"] = parse_key_values(given["dataset_args"], "--dataset-args")
+    defaults = {k: v for k, v in TrainConfig.defaults().items() if k in TRAIN_SETTINGS and k not in s}
+    s.update(TrainConfig.check_values({**defaults, **TRAIN_DEFAULTS, **given, "dataset": given.get("dataset")}))
     # A preset's model args were written for the preset's model: another --teacher-model / --student-model
     # starts from its own defaults (plus --teacher-args / --student-args).
     for role in ("teacher", "student"):
@@ -103,16 +103,11 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if name is not None and name != s[f"{role}_model"]:
             s[f"{role}_args"] = {}
     overrides = {
-        "dataset_args": _kv_list(args.dataset_args, "--dataset-args"),
         "teacher_model": args.teacher_model,
-        "teacher_args": _kv_list(args.teacher_args, "--teacher-args"),
+        "teacher_args": None if args.teacher_args is None else parse_key_values(args.teacher_args, "--teacher-args"),
         "student_model": args.student_model,
-        "student_args": _kv_list(args.student_args, "--student-args"),
-        "img_size": list(args.img_size) if args.img_size else None,
-        "epochs": args.epochs,
+        "student_args": None if args.student_args is None else parse_key_values(args.student_args, "--student-args"),
         "teacher_epochs": args.teacher_epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
         "kd": args.kd,
         "hard_weight": args.hard_weight,
         "calibration_images": args.calibration_images,
@@ -126,17 +121,11 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.kd is not None and args.hard_weight is None:
         s["hard_weight"] = None  # the spec's preset (or 1) decides
     s["teacher"] = args.teacher
-    s["precision"] = args.precision or "32"
-    s["accelerator"] = args.accelerator or "auto"
-    s["num_workers"] = 0 if args.num_workers is None else int(args.num_workers)
-    s["seed"] = 42 if args.seed is None else int(args.seed)
     s["threads"] = args.threads
     s["ort_fp32"] = not args.no_ort_fp32
-    for key in ("epochs", "teacher_epochs", "batch_size", "calibration_images", "bench_runs"):
+    for key in ("teacher_epochs", "calibration_images", "bench_runs"):
         if int(s[key]) < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
-    if min(s["img_size"]) < 1:
-        raise UsageError(f"--img-size must be positive, got {s['img_size']}")
     return s
 
 

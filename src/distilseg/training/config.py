@@ -33,8 +33,8 @@ from ..errors import SettingError, UsageError
 from ..io import atomic_write_text, plain_data
 from ..parsing import key_value, parse_key_values
 
-__all__ = ["TrainConfig", "DEFAULTS", "RECORDED", "PRECISIONS", "setting", "add_train_arguments", "resolve_config",
-           "eval_size"]
+__all__ = ["TrainConfig", "DEFAULTS", "RECORDED", "PRECISIONS", "setting", "add_train_arguments",
+           "add_setting_arguments", "resolve_config", "eval_size"]
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 # Keys that OUT/config.yaml records but that the run derives again (so a saved config reads back as is).
@@ -167,16 +167,24 @@ class TrainConfig:
     def _check(self, origin: dict[str, str] | None) -> None:
         """Every field against its type and range, values normalised in place (sizes as [H, W], paths as
         text, reals as floats); the first bad one is a ``SettingError`` naming it."""
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):
-            value = getattr(self, f.name)
+        self.__dict__.update(self.check_values(self.__dict__, origin))
+
+    @classmethod
+    def check_values(cls, values: dict[str, Any], origin: dict[str, str] | None = {}) -> dict[str, Any]:
+        """``values`` (some of the settings) checked and normalised as the config would; ``origin`` as in
+        ``from_dict`` (default: name them by their flags, as a command that takes a few of them does)."""
+        hints, out = typing.get_type_hints(cls), {}
+        for f in fields(cls):
+            if f.name not in values:
+                continue
             name = _setting_name(f.name, origin)
             try:
-                setattr(self, f.name, _checked(value, hints[f.name], f.metadata, name, f.name))
+                out[f.name] = _checked(values[f.name], hints[f.name], f.metadata, name, f.name)
             except SettingError:
                 raise
             except UsageError as exc:  # the shared checks (size_pair, K=V) speak UsageError
                 raise SettingError(str(exc)) from None
+        return out
 
 
 def _setting_name(key: str, origin: dict[str, str] | None) -> str:
@@ -296,16 +304,24 @@ def add_train_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig] 
     its fields; defaults are SUPPRESSed so the namespace holds only what was typed (see ``resolve_config``)."""
     parser.add_argument("--config", default=_SUPPRESS, metavar="FILE.yaml",
                         help="YAML with any of these settings (flags win)")
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        meta, default = f.metadata, cls.defaults()[f.name]
-        flag = meta.get("flag") or f"--{f.name.replace('_', '-')}"
-        kw: dict[str, Any] = dict(dest=f.name, default=_SUPPRESS, help=meta.get("help", ""))
+    return add_setting_arguments(parser, cls, [f.name for f in fields(cls)])
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig], names: list[str],
+                          defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The flags of the settings ``names`` of ``cls`` (also for commands that take some training settings,
+    such as ``compress``); ``defaults``: what ``--help`` shows where the command's default differs."""
+    hints, by_name = typing.get_type_hints(cls), {f.name: f for f in fields(cls)}
+    shown = {**cls.defaults(), **(defaults or {})}
+    for name in names:
+        meta, default = by_name[name].metadata, shown[name]
+        flag = meta.get("flag") or f"--{name.replace('_', '-')}"
+        kw: dict[str, Any] = dict(dest=name, default=_SUPPRESS, help=meta.get("help", ""))
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
-        kind = _kind(hints[f.name])[0]
+        kind = _kind(hints[name])[0]
         if kind is bool:
-            kw["action"] = "store_false" if default else "store_true"
+            kw["action"] = "store_false" if cls.defaults()[name] else "store_true"
         elif kind is list:
             kw.update(nargs=2, type=int, metavar=("H", "W"))
         elif kind is dict:
@@ -317,7 +333,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig] 
         if kind is not bool and default not in (None, {}, []):
             kw["help"] += f" (default {' '.join(map(str, default)) if kind is list else default})"
         parser.add_argument(flag, *meta.get("flags", ()), **kw)
-        if f.name == "img_size":  # the original system's flag: a square size
+        if name == "img_size":  # the original system's flag: a square size
             parser.add_argument("--img_size", dest="img_size_square", type=int, default=_SUPPRESS, metavar="S",
                                 help="square training size S x S (original flag; same as --img-size S S)")
     return parser
