@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..inference.segmenter import find_onnx
-from .sources import parse_size
+from ..checks import size_pair
 
 __all__ = ["benchmark", "RUNTIMES", "count_gflops", "onnx_param_count"]
 
@@ -132,7 +132,7 @@ def benchmark(
     ``nn.Module``; or ``checkpoint``: an artifact folder, ``zoo:NAME`` or ``.onnx`` file. ``runtime=
     "onnxruntime"`` with a torch model exports it to a temporary fixed-size ONNX file first.
     """
-    size = parse_size(img_size)
+    size = size_pair(img_size, allow_none=True)
     if runtime not in RUNTIMES:
         raise UsageError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     for name, value, low in (("runs", runs, 1), ("warmup", warmup, 0), ("batch", batch, 1)):

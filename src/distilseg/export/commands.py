@@ -94,8 +94,8 @@ def _reduce_range(args: argparse.Namespace) -> bool | None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..parsing import parse_key_values
     from ..io import ensure_output_file
+    from ..parsing import parse_key_values
 
     ensure_output_file(args.out)  # before any work
     if args.format == "torchscript":
@@ -152,6 +152,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from ..parsing import parse_key_values
     from .bench import benchmark
 
     result = benchmark(

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from ..artifact import resolve_artifact_dir
-from ..checks import size_pair
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import DataError, UsageError
 from ..inference.preprocess import image_to_input, normalization_tensors
@@ -26,11 +25,6 @@ def load_torch_model(ref: str | os.PathLike) -> tuple[torch.nn.Module, dict[str,
     model, config = load_artifact(resolve_artifact_dir(ref))
     model.eval()
     return model, config
-
-
-def parse_size(size: Sequence[int] | None, what: str = "--img-size") -> tuple[int, int] | None:
-    """Validate an ``(H, W)`` pair of positive ints (None stays None): ``checks.size_pair``."""
-    return size_pair(size, what, allow_none=True)
 
 
 def preprocess(
