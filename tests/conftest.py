@@ -118,37 +118,64 @@ def _check(path) -> tuple[str, list[str]]:
 _RUN_INTERNALS = {"logs", "tensorboard", "checkpoints", "best", "last"}  # folders a run writes: no configs there
 
 
-def _run_configs() -> list[Path]:
+def _run_configs(tops: list[Path] | None = None) -> list[Path]:
     """Run configs (config.yaml with the recorded ``num_classes`` and ``out``) under the session's temporary
-    folder that are not checked yet (a run that rewrites its config is checked again)."""
+    folder (or only under ``tops``, folders in it) that are not checked yet (a run that rewrites its config is
+    checked again)."""
     import yaml
 
-    factory = getattr(_REPRO.get("config"), "_tmp_path_factory", None)
-    root = factory.getbasetemp() if factory else None
-    found = []
-    if root is None or not Path(root).is_dir():
-        return found
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in _RUN_INTERNALS]
-        if "config.yaml" not in files:
-            continue
-        path = Path(folder, "config.yaml").resolve()
-        try:
-            stamp = path.stat().st_mtime_ns
-            if (str(path), stamp) in _REPRO["checked"]:
+    found: list[Path] = []
+    if tops is None:
+        root = _basetemp()
+        tops = [root] if root is not None else []
+    for top in tops:
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if d not in _RUN_INTERNALS]
+            if "config.yaml" not in files:
                 continue
-            saved = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if isinstance(saved, dict) and "num_classes" in saved and "out" in saved:
-            found.append(path)
+            path = Path(folder, "config.yaml").resolve()
+            try:
+                stamp = path.stat().st_mtime_ns
+                if (str(path), stamp) in _REPRO["checked"]:
+                    continue
+                saved = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(saved, dict) and "num_classes" in saved and "out" in saved:
+                found.append(path)
     return found
 
 
-def check_run_configs() -> list[str]:
-    """Check every run config not checked yet; the mismatches, one line per key."""
+def _basetemp() -> Path | None:
+    factory = getattr(_REPRO.get("config"), "_tmp_path_factory", None)
+    root = factory.getbasetemp() if factory else None
+    return Path(root) if root is not None and Path(root).is_dir() else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before a test module's first test (and its fixtures): note the temporary folders already there."""
+    module = getattr(item.module, "__name__", None)
+    if _REPRO.get("module") != module:
+        root = _basetemp()
+        _REPRO.update(module=module, before={p.name for p in root.iterdir()} if root is not None else set())
+
+
+def _module_folders() -> list[Path]:
+    """The session's temporary folders made since the current test module's first test began (its tests'
+    tmp_path and its fixtures' mktemp folders): where its runs write. Walking only these keeps the check
+    cheap; a run written anywhere else is still found by the end-of-session check."""
+    root = _basetemp()
+    if root is None:
+        return []
+    return [p for p in root.iterdir() if p.name not in _REPRO.get("before", set()) and p.is_dir()]
+
+
+def check_run_configs(tops: list[Path] | None = None) -> list[str]:
+    """Check every run config not checked yet (under ``tops``, default: anywhere); the mismatches, one line
+    per key."""
     problems: list[str] = []
-    for path in _run_configs():
+    for path in _run_configs(tops):
         try:
             command, found = _check(path)
             _REPRO[command] += 1
@@ -168,7 +195,7 @@ def pytest_configure(config):
 def run_config_check():
     """After the test: every OUT/config.yaml its runs wrote reads back through the CLI to the same settings."""
     yield
-    problems = check_run_configs()
+    problems = check_run_configs(_module_folders())
     if problems:
         _REPRO["failed"] += len(problems)
         pytest.fail("OUT/config.yaml does not reproduce its run:\n" + "\n".join(problems), pytrace=False)
