@@ -11,6 +11,9 @@ import pytest
 import distilseg.apps.demo as demo
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def test_demo_pipeline_writes_report_and_pictures(tmp_path, monkeypatch):
     small = dict(demo.DEMO_SETTINGS, dataset_args={"num_images": 8, "size": [32, 48]},
                  model_args={"depth": 2, "base_width": 8}, img_size=[32, 48], batch_size=4)

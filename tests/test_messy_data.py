@@ -1,7 +1,4 @@
 """Messy real data: no silent wrong results (16-bit and EXIF-rotated images, palette-mode masks,
-pytestmark = pytest.mark.usefixtures("run_config_check")
-
-
 class counts over all splits, bad samples found at any point, Excel palette files, orphan masks)."""
 from __future__ import annotations
 
@@ -21,6 +18,8 @@ from distilseg.training.datamodule import quick_check
 from distilseg.training.train import run_training
 from distilseg.errors import DataError
 from test_train_support import tiny_cfg
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 RNG = np.random.default_rng(0)
 
