@@ -1,4 +1,4 @@
-"""Val mIoU over seeds for the CamVid recipes of issue 12: mean, spread, per-class means, and the distillation
+"""Val mIoU over seeds for the CamVid recipes: mean, spread, per-class means, and the distillation
 gain with the seed noise next to it. Reads the ``val_metrics_fp32.json`` (``distilseg eval``) that
 ``benchmarks/collect_run.py`` keeps in each run's ``benchmarks/results/`` folder; trains nothing.
 

@@ -1,4 +1,4 @@
-"""Test-time augmentation on CamVid val for the bundled models (issue 13): plain eval next to eval with
+"""Test-time augmentation on CamVid val for the bundled models: plain eval next to eval with
 multi-scale + flip TTA, scored at the labels' native 360x480. Runs exactly what a user would type:
 
     distilseg eval --checkpoint zoo:NAME --dataset camvid --root ROOT --split val --out OUT/NAME/plain

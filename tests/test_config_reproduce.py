@@ -127,7 +127,8 @@ def test_compress_presets_are_yaml_files_that_ship_in_the_wheel():
 
     from distilseg.distill.compress import PRESET_DIR, PRESETS, load_preset
 
-    assert sorted(PRESETS) == ["full", "quick"] and PRESET_DIR.is_dir()
+    assert sorted(PRESETS) == ["camvid-cpu", "quick", "seed"] and PRESET_DIR.is_dir()
+    assert load_preset("full") == PRESETS["seed"]  # the former name still works
     pkg = REPO / "src" / "distilseg"
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["distilseg"]
     for name in PRESETS:

@@ -93,3 +93,28 @@ def test_eval_transform_resizes_only_the_image() -> None:
     np.testing.assert_allclose(denorm(native["image"]) * 255, image.astype(np.float32), atol=1e-3)
     with pytest.raises(UsageError, match="img_size"):
         build_eval_transform(img_size=(0, 10))
+
+
+def test_strong_photometric_augmentation_changes_only_colours_and_is_checked() -> None:
+    """`photometric=strong` adds colour jitter, gamma, blur, noise and JPEG; the geometry and mask are untouched,
+    and an unknown level is refused by name."""
+    import albumentations as A
+    import numpy as np
+    import pytest
+
+    from distilseg.data.transforms import build_train_transform, photometric_ops
+    from distilseg.errors import UsageError
+
+    names = [type(op).__name__ for op in photometric_ops("strong")]
+    assert names == ["ColorJitter", "RandomGamma", "OneOf", "GaussNoise", "ImageCompression"]
+    assert [type(op).__name__ for op in photometric_ops("mild")] == ["RandomBrightnessContrast"]
+    with pytest.raises(UsageError, match="must be one of mild, strong, got 'dusk'"):
+        photometric_ops("dusk")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    mask = rng.integers(0, 3, (40, 48), dtype=np.uint8)
+    strong = build_train_transform((40, 48), scale=(1.0, 1.0), hflip=False, rotate=0, photometric="strong", seed=3)
+    outs = [strong(image=image, mask=mask) for _ in range(8)]
+    assert all(np.array_equal(o["mask"].numpy(), mask) for o in outs)  # colour only: the labels stay
+    assert len({round(float(o["image"].mean()), 4) for o in outs}) > 1  # it does change the pixels
+    assert isinstance(strong.compose, A.Compose)

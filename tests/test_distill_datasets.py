@@ -31,7 +31,7 @@ def _students() -> list[str]:
     return [m for m in list_models() if "student" in m]
 
 
-@pytest.mark.parametrize("preset", ["quick", "full", TEST_PRESET])
+@pytest.mark.parametrize("preset", ["quick", "seed", "full", TEST_PRESET])
 def test_every_preset_builds_with_every_student(preset: str) -> None:
     from distilseg.distill.compress import check_models, load_preset
 

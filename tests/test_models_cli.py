@@ -73,3 +73,27 @@ def test_models_table_and_broken_factory(monkeypatch, capsys):
 def test_models_rejects_non_positive_num_classes(capsys):
     assert main(["models", "--num-classes", "0"]) == 2
     assert "distilseg models: error: --num-classes must be a positive integer" in capsys.readouterr().err
+
+
+def test_models_lists_the_bundled_models_under_the_architectures(capsys):
+    import distilseg
+    from distilseg.models.commands import describe_zoo
+    from distilseg.zoo import list_zoo, resolve_zoo
+
+    assert main(["models", "--num-classes", "11"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("BUNDLED MODEL"))
+    assert head > next(i for i, line in enumerate(lines) if line.startswith("NAME"))
+    assert "SAME-STREET VAL mIoU" in lines[head]
+    rows = describe_zoo()
+    assert [r["name"] for r in rows] == [f"zoo:{n}" for n in list_zoo()] and len(rows) >= 3
+    for row, line in zip(rows, lines[head + 1: head + 1 + len(rows)]):
+        config = json.loads((resolve_zoo(row["name"]) / "config.json").read_text())
+        n = row["params"]
+        params = f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+        assert line.split() == [row["name"], row["architecture"], params, config["dataset"],
+                                f"{100 * config['metrics']['mIoU']:.1f}", "%"]
+    student = next(r for r in rows if r["name"] == "zoo:camvid-student-kd")
+    model = distilseg.load("zoo:camvid-student-kd").model
+    assert student["params"] == sum(p.numel() for p in model.parameters())  # parameters, not BatchNorm buffers
+    assert student["architecture"] == "fpn(efficientnet_lite0)" and student["dataset"] == "camvid"

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
+from .checks import MAX_SIDE
 from .errors import CheckpointError, UsageError
 from .io import atomic_write, atomic_write_json, plain_data, read_json_object
 
@@ -100,8 +101,8 @@ def check_config(config: dict[str, Any], path: str | Path) -> None:
             raise bad(key, "a list of 3 numbers" + (" above 0" if key == "std" else ""))
     size = config.get("input_size")
     if size is not None and not (isinstance(size, list) and len(size) == 2
-                                 and all(_is_int(x) and x > 0 for x in size)):
-        raise bad("input_size", "two positive integers [H, W]")
+                                 and all(_is_int(x) and 0 < x <= MAX_SIDE for x in size)):
+        raise bad("input_size", f"two positive integers [H, W] of at most {MAX_SIDE}")
     if config.get("ignore_index") is not None and not _is_int(config["ignore_index"]):
         raise bad("ignore_index", "an integer")
 
@@ -127,6 +128,7 @@ def load_artifact(directory: str | Path, map_location: str = "cpu") -> tuple[nn.
     from .errors import UsageError
 
     try:
+        _check_model_size(config, directory / CONFIG_NAME)
         model = create_model(config["architecture"], int(config["num_classes"]), **(config.get("model_args") or {}))
     except (UsageError, TypeError, ValueError, KeyError) as exc:  # unknown architecture, misspelled argument
         raise CheckpointError(
@@ -142,6 +144,26 @@ def load_artifact(directory: str | Path, map_location: str = "cpu") -> tuple[nn.
         raise CheckpointError(f"{weights}: weights do not match {config['architecture']}: {exc}") from exc
     model.eval()
     return model, config
+
+
+# Parameters a config.json may ask for (4 GB of float32 weights; the largest bundled model has 1/200 of it):
+# the model is first built on the "meta" device, which allocates nothing, and counted.
+MAX_PARAMETERS = 1_000_000_000
+
+
+def _check_model_size(config: dict[str, Any], path: Path) -> None:
+    """Refuse a config.json whose model would not fit in memory (``base_width: 1000000``, hundreds of ensemble
+    members) before any weight is allocated."""
+    from .models import create_model
+
+    with torch.device("meta"):
+        model = create_model(config["architecture"], int(config["num_classes"]), **(config.get("model_args") or {}))
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{path}: architecture {config['architecture']!r} with these model_args has {count:,} parameters, "
+            f"more than the {MAX_PARAMETERS:,} a model may have; the file is not a model this package wrote"
+        )
 
 
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> None:

@@ -5,6 +5,10 @@ from typing import Any
 
 from .errors import UsageError
 
+# Largest image side anything is resized to or built for (an 8K frame is 7680 wide): a bigger size is a typo,
+# and at 30000 x 30000 one float image alone takes 10 GB, so it is refused before anything is allocated.
+MAX_SIDE = 8192
+
 
 def size_pair(value: Any, what: str = "--img-size", allow_none: bool = False) -> tuple[int, int] | None:
     """``S`` or ``[H, W]`` of positive integers -> ``(H, W)``; anything else is a ``UsageError`` naming ``what``.
@@ -23,4 +27,6 @@ def size_pair(value: Any, what: str = "--img-size", allow_none: bool = False) ->
             and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in value)):
         shown = list(value) if isinstance(value, tuple) else value
         raise UsageError(f"{what} must be two positive integers H W, got {shown!r}")
+    if max(value) > MAX_SIDE:
+        raise UsageError(f"{what} {list(value)}: each side must be at most {MAX_SIDE} pixels")
     return int(value[0]), int(value[1])

@@ -27,14 +27,21 @@ COMMAND_MODULES = (
     "distilseg.data.commands",  # datasets, data inspect
     "distilseg.models.commands",  # models
     "distilseg.training.commands",  # train
-    "distilseg.apps.commands",  # eval, predict, demo
-    "distilseg.distill.commands",  # distill, compress
+    "distilseg.apps.commands",  # eval, predict
+    "distilseg.distill.commands",  # distill, compress, demo
     "distilseg.export.commands",  # export, bench
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """A wrong flag or value is one line, like every other error (``--help`` shows the usage)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message.replace(chr(10), ' ')}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="distilseg",
         description="Train segmentation teachers, distill small students, export and benchmark them.",
     )

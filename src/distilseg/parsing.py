@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+from . import safe_yaml
 from .errors import UsageError
 
 __all__ = ["key_value", "parse_key_values", "parse_weighted_terms"]
@@ -33,7 +34,7 @@ def key_value(item: str, flag: str) -> tuple[str, Any]:
     if not value.strip():
         return key, None
     try:
-        return key, yaml.safe_load(value)
+        return key, safe_yaml.load(value)
     except yaml.YAMLError:
         return key, value
 

@@ -1,14 +1,12 @@
-"""The ``eval``, ``predict`` and ``demo`` subcommands of ``distilseg``."""
+"""The ``eval`` and ``predict`` subcommands of ``distilseg``."""
 from __future__ import annotations
 
 import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .demo import register_demo
     from .evaluate import register_eval
     from .predict import register_predict
 
     register_eval(subparsers)
     register_predict(subparsers)
-    register_demo(subparsers)

@@ -7,7 +7,10 @@ output is written at the input's original resolution, atomically, so a killed ru
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import glob
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -29,11 +32,16 @@ def _check_image_file(path: Path) -> None:
     """Read only the header: an explicitly named file that is not an image is an error before any work."""
     from PIL import Image, UnidentifiedImageError
 
+    from ..data.base import frames_problem
+
     try:
         with Image.open(path) as im:
             im.size  # noqa: B018 - forces the header to be parsed
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+            problem = frames_problem(im)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not an image ({exc})") from exc
+    if problem:
+        raise DataError(f"{path}: {problem}")
 
 
 def expand_inputs(inputs: Iterable[str], bad: list[tuple[Path, str]] | None = None) -> list[Path]:
@@ -55,6 +63,11 @@ def expand_inputs(inputs: Iterable[str], bad: list[tuple[Path, str]] | None = No
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
+            for f in sorted(path.iterdir()):  # an image name that cannot be opened (a looping link) is said
+                if _is_image_name(f) and not f.is_file() and not f.is_dir():
+                    if bad is None:
+                        raise DataError(f"{f}: cannot be read (a broken or looping link?)")
+                    bad.append((f, f"{f}: cannot be read (a broken or looping link?)"))
             files = sorted(f for f in path.iterdir() if f.is_file() and _is_image_name(f))
             if not files:
                 raise DataError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -70,7 +83,7 @@ def expand_inputs(inputs: Iterable[str], bad: list[tuple[Path, str]] | None = No
                 continue
             add(path)
         elif glob.has_magic(str(raw)):
-            matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
+            matches = sorted(_glob(str(raw)))
             files = [m for m in matches if m.is_file() and _is_image_name(m)]
             if not files:
                 raise DataError(f"{raw}: pattern matches no image files")
@@ -79,6 +92,36 @@ def expand_inputs(inputs: Iterable[str], bad: list[tuple[Path, str]] | None = No
         else:
             raise DataError(f"{raw}: no such file, folder or matching pattern")
     return out
+
+
+def _glob(pattern: str) -> list[Path]:
+    """``glob.glob(pattern, recursive=True)`` without following links into folders: ``**`` over a folder with
+    links to itself (``ln -s . l1``) would otherwise walk an exponential tree of paths."""
+    if "**" not in pattern:
+        return [Path(m) for m in glob.glob(pattern)]
+    parts = Path(pattern).parts
+    first = next(i for i, p in enumerate(parts) if glob.has_magic(p))
+    top = Path(*parts[:first]) if first else Path(".")
+    want = parts[first:]
+    found = []
+    for folder, dirs, files in os.walk(top, followlinks=False):
+        rel = Path(folder).relative_to(top).parts
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            if _matches(want, (*rel, name)):
+                found.append(Path(folder) / name)
+    return found
+
+
+def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Whether path ``parts`` match glob ``pattern`` parts (``**`` = zero or more folders; hidden names only
+    by a pattern that starts with a dot, as ``glob``)."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return _matches(pattern[1:], parts) or (bool(parts) and not parts[0].startswith(".")
+                                               and _matches(pattern, parts[1:]))
+    return (bool(parts) and (not parts[0].startswith(".") or pattern[0].startswith("."))
+            and fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(pattern[1:], parts[1:]))
 
 
 def save_png(path: str | Path, array: np.ndarray) -> Path:
@@ -148,9 +191,8 @@ def register_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..io import ensure_output_dir
+    from ..progress import progress_bar
     from ..viz import add_legend, colorize, overlay, save_legend
     from .evaluate import apply_img_size
     from ..inference.options import options_from_args
@@ -165,7 +207,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")
     if args.every < 1:
         raise UsageError(f"--every must be a positive integer, got {args.every}")
-    if args.fps <= 0:
+    if not (math.isfinite(args.fps) and args.fps > 0):
         raise UsageError(f"--fps must be positive, got {args.fps}")
     videos = [Path(v) for v in args.inputs if is_video_file(v) and not Path(v).is_dir()]
     image_inputs = [v for v in args.inputs if not (is_video_file(v) and not Path(v).is_dir())]
@@ -196,7 +238,7 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.legend:
             save_legend(names, palette, out / "legend.png", void=False)
         done = 0
-        bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress, file=sys.stderr)
+        bar = progress_bar(total=len(files), desc="predict", unit="img", disable=not progress)
         try:
             for start in range(0, len(files), args.batch_size):
                 chunk, images = [], []

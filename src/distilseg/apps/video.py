@@ -240,7 +240,7 @@ def segment_video(
     inference, drawing, encode); ``stages`` are per-stage busy seconds (overlapping when pipelined).
     """
     import torch
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     if int(every) < 1:
         raise UsageError(f"--every must be a positive integer, got {every}")
@@ -259,12 +259,13 @@ def segment_video(
     out_fps = source.fps / every
     writer = VideoWriter(out_dir / f"{stem}_overlay.mp4", out_fps, codec=codec, preset=preset, crf=crf)
     total = None if source.total is None else math.ceil(source.total / every)
-    bar = tqdm(total=total, desc=f"predict {Path(source.name).name}", unit="frame", disable=not progress,
-               file=sys.stderr)
+    bar = progress_bar(total=total, desc=f"predict {Path(source.name).name}", unit="frame", disable=not progress)
     stages = {k: 0.0 for k in ("decode", "preprocess", "network", "upsample", "overlay", "encode", "labels")}
     first_size: list[tuple[int, ...]] = []
 
     # ---- the three stages (each called from one thread only) --------------------------------------
+    read = [0]  # frames decoded so far
+
     def decoded() -> Iterator[tuple[int, np.ndarray, Any]]:
         """Stage 1: the frames to segment (+ their network input on the fast path)."""
         frames = source.frames()
@@ -275,6 +276,7 @@ def segment_video(
                     index, frame = next(frames)
                 except StopIteration:
                     return
+                read[0] = index + 1
                 stages["decode"] += time.perf_counter() - t
                 if index % every:
                     continue
@@ -398,6 +400,9 @@ def segment_video(
                 raise errors[0]
         if writer.count == 0:
             raise DataError(f"{source.name}: no frames to segment")
+        if source.total and read[0] < source.total:
+            print(f"warning: {source.name}: decoding ended after {read[0]} of the {source.total} frames the file "
+                  f"announces (a truncated or damaged file?); the output holds those {read[0]}", file=sys.stderr)
         ok = True
     finally:
         stop.set()
@@ -410,5 +415,5 @@ def segment_video(
     seconds = time.perf_counter() - t0
     return {"video": str(writer.path), "frames": writer.count, "seconds": seconds,
             "fps": writer.count / seconds if seconds > 0 else float("inf"),
-            "labels": str(label_dir) if save_labels else None,
+            "labels": str(label_dir) if save_labels else None, "decoded": read[0], "announced": source.total,
             "stages": {k: round(v, 4) for k, v in stages.items()}}

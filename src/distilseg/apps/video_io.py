@@ -3,6 +3,7 @@ as a source, and the H.264 writer ``segment_video`` encodes with (see ``video.py
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -105,7 +106,10 @@ class VideoWriter:
         import av
 
         self.path = path
-        self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        # a name of its own per run: two runs writing the same video must not share (and tear) one file
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
         self.container = av.open(str(self.tmp), mode="w")
         self.stream = self.container.add_stream(codec, rate=fps)
         self.stream.pix_fmt = "yuv420p"

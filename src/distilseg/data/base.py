@@ -78,6 +78,16 @@ def image_mode_problem(mode: str) -> str | None:
     return None
 
 
+def frames_problem(im: Image.Image) -> str | None:
+    """Why a file of several pictures (multi-page TIFF, animated PNG/WebP) is not read as one image, or None:
+    reading only its first page would leave the rest out without a word."""
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    if frames > 1:
+        return (f"holds {frames} pictures (pages or animation frames), but one file is one image here; save each "
+                f"page as its own file (for the frames of a video, give the video or a folder of frames)")
+    return None
+
+
 def image_to_rgb(im: Image.Image, where: str | Path = "<image>") -> np.ndarray:
     """The one conversion of a PIL image to HxWx3 uint8 RGB used by training, validation and predict.
 
@@ -85,7 +95,7 @@ def image_to_rgb(im: Image.Image, where: str | Path = "<image>") -> np.ndarray:
     and I as Pillow reads 16-bit PNG/TIFF) is scaled to 8 bits by its bit depth (value >> 8):
     ``convert("RGB")`` would clip every value above 255 to white. Float images, and 32-bit values beyond 16 bits, are refused.
     """
-    problem = image_mode_problem(im.mode)
+    problem = image_mode_problem(im.mode) or frames_problem(im)
     if problem:
         raise DataError(f"{where}: {problem}")
     im = upright(im)
@@ -112,7 +122,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
             return image_to_rgb(im, path)
     except DataError:
         raise
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot read image ({exc}); the file may be truncated or not an image") from exc
 
 
@@ -134,7 +144,7 @@ def read_raw_mask(path: Path, color: bool = False) -> np.ndarray:
             arr = np.asarray(im)
     except DataError:
         raise
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot read mask ({exc}); the file may be truncated or not an image") from exc
     if arr.dtype != np.uint8:
         if arr.size and (arr.min() < 0 or arr.max() > 255):
@@ -198,7 +208,11 @@ class SegDataset(torch.utils.data.Dataset):
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     requires_root: ClassVar[bool] = True
     options: ClassVar[tuple[str, ...]] = ()
+    # each option's kind, checked by ``create_dataset`` before the adapter sees it (``registry.OPTION_KINDS``)
+    option_types: ClassVar[dict[str, str]] = {}
     color_masks: ClassVar[bool] = False
+    # default grouping (data.groups): a regex on the image path relative to the root; None = no default
+    group_pattern: ClassVar[str | None] = None
     ignore_index: int = IGNORE_INDEX
 
     def __init__(

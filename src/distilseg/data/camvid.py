@@ -1,6 +1,7 @@
 """CamVid in the SegNet layout: ``train/ trainannot/ val/ valannot/ test/ testannot/`` (+ list files)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,19 @@ from .tables import apply_lut, camvid_table
 def _resolve(root: Path, split_dirs: tuple[str, str], foreign: str, which: int, list_file: Path, line_no: int) -> Path:
     """Map a foreign absolute path (``/SegNet/CamVid/train/x.png``) to ``root/<dir>/<name>``."""
     parts = Path(foreign.replace("\\", "/")).parts
+    if not parts or any(p in (".", "..") for p in parts[-2:]):
+        raise DataError(
+            f"{list_file}:{line_no}: {foreign!r} does not end in FOLDER/FILE inside the dataset root "
+            f"(list entries must not climb out of {root} with '..')"
+        )
     candidates = []
     if len(parts) >= 2:
         candidates.append(root / parts[-2] / parts[-1])
     candidates.append(root / split_dirs[which] / parts[-1])
+    inside = os.path.normpath(root)
     for c in candidates:
+        if os.path.commonpath([inside, os.path.normpath(c)]) != inside:  # never read outside the root
+            continue
         if c.is_file():
             return c
     raise DataError(
@@ -31,6 +40,7 @@ def _resolve(root: Path, split_dirs: tuple[str, str], foreign: str, which: int, 
 class CamVid(SegDataset):
     name = "camvid"
     description = "CamVid road scenes, SegNet layout (11 classes, value 11 = void)"
+    group_pattern = r"([^/_]+)_[^/]*$"  # the sequence (street): 0001TP_006690.png -> 0001TP
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

@@ -33,7 +33,9 @@ def official_pairs(root: Path, split: str, mask_suffixes: list[str], dataset: st
 class Cityscapes(SegDataset):
     name = "cityscapes"
     description = "Cityscapes fine annotations (34 label ids -> 19 train ids)"
+    group_pattern = r"([^/]+)/[^/]+$"  # the city folder: leftImg8bit/train/aachen/... -> aachen
     options = ("label_type",)
+    option_types = {"label_type": "text"}
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

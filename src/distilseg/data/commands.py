@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -11,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_datasets)
 
-    data = subparsers.add_parser("data", help="dataset tools (inspect)", description="Dataset tools.")
+    data = subparsers.add_parser("data", help="dataset tools (inspect, overlap)", description="Dataset tools.")
     data.set_defaults(func=lambda args: _help(data))
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     q = sub.add_parser(
@@ -35,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--no-legend", action="store_true", help="samples.png without the class legend")
     q.add_argument("--workers", type=int, default=4, help="decoding threads (default 4)")
     q.set_defaults(func=run_inspect)
+    from .overlap import register_overlap
+
+    register_overlap(sub)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -73,8 +77,6 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import numpy as np
     from PIL import Image
 
@@ -89,6 +91,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     split = args.split or _get(args.dataset).splits[0]
     ds = create_dataset(args.dataset, root=args.root, split=split, **_options(args))
     out = Path(args.out)
+    _check_inspect_out(out, ds, args.dump_masks)
     out.mkdir(parents=True, exist_ok=True)
 
     validation = None
@@ -132,6 +135,39 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"{len(orphans)} mask(s) without an image ignored (listed in stats.json orphan_masks)")
     print("wrote " + "; ".join(wrote))
     return 0
+
+
+def _is_inspect_stats(path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and {"num_images", "image_sizes", "pixel_counts"} <= set(data)
+
+
+def _check_inspect_out(out, ds, dump_masks: bool) -> None:
+    """Refuse, before any work, to write over files that are not an earlier ``data inspect`` output:
+    ``OUT/stats.json``, ``OUT/samples.png`` and, with ``--dump-masks``, ``OUT/masks/`` (e.g. ``--out`` the
+    dataset root, whose masks/ holds the original labels)."""
+    from ..errors import UsageError
+
+    stats = out / "stats.json"
+    own = stats.is_file() and _is_inspect_stats(stats)
+    if stats.exists() and not own:
+        raise UsageError(f"--out {out}: {stats} exists and is not an earlier `data inspect` result; "
+                         f"choose another --out")
+    written = [out / "samples.png"] + ([out / "masks"] if dump_masks else [])
+    for path in written:
+        if path.exists() and not own:
+            raise UsageError(f"--out {out}: {path} exists and {out} holds no earlier `data inspect` result "
+                             f"(stats.json); choose another --out")
+    if dump_masks and (out / "masks").exists():
+        target = (out / "masks").resolve()
+        for s in ds.samples:
+            for f in (s.image, s.mask):
+                if f is not None and target in Path(f).resolve().parents:
+                    raise UsageError(f"--out {out}: --dump-masks would write into {out / 'masks'}, which holds "
+                                     f"the dataset's own file {f}; choose another --out")
 
 
 def _samples_png(ds, path, n: int, legend: bool = True):

@@ -45,6 +45,7 @@ class JoinedSplits(SegDataset):
         super().__init__(first.root, split, transform, first.classes, first.palette)
         self.name = first.name
         self.color_masks = first.color_masks
+        self.group_pattern = first.group_pattern
         self.ignore_index = first.ignore_index
         self.parts = list(parts)
         self.samples = [s for p in self.parts for s in p.samples]

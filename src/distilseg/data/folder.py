@@ -40,14 +40,36 @@ def _mask_top(path: Path) -> int | str:
 def _pair(base: Path) -> tuple[list[Sample], list[Path]]:
     """Samples of one ``images/`` + ``masks/`` folder pair, paired by stem, and the masks without an image."""
     img_dir, mask_dir = base / "images", base / "masks"
-    masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
+    masks = {p.stem: p for p in _files(mask_dir)}
     samples = []
-    for image in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
+    images = _files(img_dir)
+    stems: dict[str, Path] = {}
+    for image in images:
+        if image.stem in stems:  # masks pair by stem: one mask cannot label two different images
+            raise DataError(f"{image}: images {stems[image.stem].name} and {image.name} share the name "
+                            f"{image.stem!r}, and masks pair with images by name; rename one of them")
+        stems[image.stem] = image
+    for image in images:
         mask = masks.pop(image.stem, None)
         if mask is None:
             raise DataError(f"{mask_dir / (image.stem + '.png')}: mask for image {image} not found")
         samples.append(Sample(image, mask, image.stem))
     return samples, sorted(masks.values())
+
+
+def _files(folder: Path) -> list[Path]:
+    """The image files of ``folder`` by name; an image name that cannot be opened (a broken or looping link)
+    is a ``DataError`` naming it rather than an ``OSError`` later."""
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        try:
+            p.stat()
+        except OSError as exc:
+            raise DataError(f"{p}: cannot be read ({exc.strerror or exc}; a broken or looping link?)") from exc
+        found.append(p)
+    return found
 
 
 def _split_folders(root: Path) -> list[Path]:
@@ -133,6 +155,7 @@ class FolderDataset(SegDataset):
     name = "folder"
     description = "Your own images/ + masks/ (or <split>/images, <split>/masks), index or palette color masks"
     options = ("palette", "num_classes")
+    option_types = {"palette": "path", "num_classes": "positive"}
 
     def __init__(self, root, split="train", transform=None, palette=None, num_classes: int | None = None) -> None:
         root = Path(root)

@@ -16,7 +16,9 @@ from .tables import ColorDecoder, apply_lut, idd_levels, idd_rgb_table, make_lut
 class IDD(SegDataset):
     name = "idd"
     description = "IDD official layout, gtFine *_labellevel{1,2,3}Ids.png (level 3 = 26 classes; option level)"
+    group_pattern = r"([^/]+)/[^/]+$"  # the drive folder: leftImg8bit/train/201/... -> 201
     options = ("level",)
+    option_types = {"level": "positive"}
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

@@ -31,8 +31,10 @@ def split_trainval(stems: list[str], seed: int) -> tuple[list[str], list[str]]:
 class OxfordPet(SegDataset):
     name = "oxford-pet"
     description = "Oxford-IIIT Pet trimaps (pet / background / boundary; option binary: boundary ignored)"
+    group_pattern = r"([^/]+)_\d+\.[^/.]+$"  # the breed: images/Abyssinian_100.jpg -> Abyssinian
     splits = ("trainval", "test", "train", "val")
     options = ("binary", "seed")
+    option_types = {"binary": "bool", "seed": "count"}
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from ..checks import MAX_SIDE
 from ..errors import DataError, UsageError
 from .base import _REGISTRY, SegDataset, register_dataset  # noqa: F401 - register_dataset re-exported
 
@@ -44,6 +45,37 @@ def get_dataset_info(name: str) -> dict[str, Any]:
     return info
 
 
+# What each option kind accepts (an adapter declares its options' kinds in ``option_types``). Values come from
+# flags (``--dataset-args``), YAML or a saved config: one check here gives one line instead of a traceback
+# deep inside the adapter.
+OPTION_KINDS: dict[str, str] = {
+    "count": "a non-negative integer",
+    "positive": "a positive integer",
+    "bool": "true or false",
+    "size": f"two integers H W between 16 and {MAX_SIDE}",
+    "text": "a text value",
+    "path": "a file path",
+}
+
+
+def check_option(dataset: str, key: str, value: Any, kind: str | None) -> None:
+    """A ``UsageError`` naming the dataset, the option and the value when ``value`` is not of ``kind``."""
+    if kind is None or value is None:
+        return
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    ok = {
+        "count": is_int and value >= 0,
+        "positive": is_int and value >= 1,
+        "bool": isinstance(value, bool),
+        "size": isinstance(value, (list, tuple)) and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= MAX_SIDE for v in value),
+        "text": isinstance(value, str),
+        "path": isinstance(value, (str, Path)),
+    }[kind]
+    if not ok:
+        raise UsageError(f"dataset {dataset!r}: option {key} must be {OPTION_KINDS[kind]}, got {value!r}")
+
+
 def create_dataset(
     name: str,
     root: str | Path | None = None,
@@ -69,6 +101,8 @@ def create_dataset(
     if unknown:
         allowed = ", ".join(cls.options) or "none"
         raise UsageError(f"dataset {name!r} does not take option(s) {', '.join(unknown)}; options: {allowed}")
+    for key, value in options.items():
+        check_option(name, key, value, cls.option_types.get(key))
     if cls.requires_root:
         if root is None:
             raise UsageError(f"dataset {name!r} needs a root folder (--root PATH)")

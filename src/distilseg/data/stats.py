@@ -62,7 +62,7 @@ def compute_class_stats(
         mask = dataset.load_mask(i)
         if on_mask is not None:
             on_mask(i, mask)
-        return np.bincount(mask.ravel(), minlength=256), mask.shape
+        return np.bincount(mask.ravel(), minlength=256), _image_hw(dataset, i, mask.shape)
 
     counts = np.zeros(256, dtype=np.int64)
     presence = np.zeros(k, dtype=np.int64)
@@ -71,9 +71,9 @@ def compute_class_stats(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         iterator = pool.map(one, range(n))
         if progress:
-            from tqdm import tqdm
+            from ..progress import progress_bar
 
-            iterator = tqdm(iterator, total=n, desc=f"{dataset.name}/{dataset.split}", unit="img")
+            iterator = progress_bar(iterator, total=n, desc=f"{dataset.name}/{dataset.split}", unit="img")
         for bins, shape in iterator:
             counts += bins
             presence[bins[:k] > 0] += shape[0] * shape[1]
@@ -101,6 +101,22 @@ def compute_class_stats(
             "inv_log": {c: _round(v) for c, v in zip(names, inv)},
         },
     }
+
+
+def _image_hw(dataset: Any, i: int, mask_shape: tuple[int, ...]) -> tuple[int, int]:
+    """The image's own (H, W) as displayed, from its header (no decode); a mask may differ from its image
+    (that is what ``--validate`` reports), so the mask's shape is used only for generated samples."""
+    from .base import header_info
+
+    samples = getattr(dataset, "samples", None)
+    image = samples[i].image if samples is not None and i < len(samples) else None
+    if image is None:
+        return int(mask_shape[0]), int(mask_shape[1])
+    try:
+        (w, h), _, _ = header_info(image)
+    except (OSError, SyntaxError, ValueError):
+        h, w = dataset.load_image(i).shape[:2]  # the adapter's one-line error for an unreadable image
+    return int(h), int(w)
 
 
 def _round(v: float) -> float:

@@ -184,6 +184,7 @@ class SyntheticScenes(SegDataset):
     description = "Built-in synthetic road scenes (7 classes, no files, deterministic by seed)"
     requires_root = False
     options = ("num_images", "size", "seed")
+    option_types = {"num_images": "count", "size": "size", "seed": "count"}
 
     @staticmethod
     def default_classes() -> tuple[list[str], np.ndarray]:

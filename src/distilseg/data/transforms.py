@@ -97,11 +97,14 @@ def build_train_transform(
     color: bool = True,
     weather: bool = False,
     seed: int | Sequence[int] | None = None,
+    photometric: str = "mild",
 ) -> SegTransform:
     """Random scale, pad (mask fill 255) + random crop to ``img_size``, flip, rotation, color, weather.
 
-    ``seed`` (see ``SegTransform.set_random_seed``) makes the sequence of augmentations reproducible;
-    ``None`` seeds from OS entropy (albumentations' default).
+    ``photometric`` (with ``color``): ``mild`` = brightness and contrast +-20 %; ``strong`` = what a new camera,
+    hour or city changes: colour jitter (down to 40 % brightness, as at dusk), gamma, blur, sensor noise and JPEG
+    artefacts (see :func:`photometric_ops`). ``seed`` (see ``SegTransform.set_random_seed``) makes the sequence of
+    augmentations reproducible; ``None`` seeds from OS entropy (albumentations' default).
     """
     h, w = _size(img_size, "build_train_transform")
     lo, hi = float(scale[0]), float(scale[1])
@@ -122,7 +125,7 @@ def build_train_transform(
                             mask_interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT,
                             fill=0, fill_mask=IGNORE_INDEX, p=0.5))
     if color:
-        ops.append(A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5))
+        ops += photometric_ops(photometric)
     if weather:
         ops.append(A.OneOf([
             A.RandomFog(fog_coef_range=(0.1, 0.3), alpha_coef=0.08, p=1.0),
@@ -133,6 +136,25 @@ def build_train_transform(
     if seed is not None:
         tf.set_random_seed(seed)
     return tf
+
+
+PHOTOMETRIC = ("mild", "strong")
+
+
+def photometric_ops(level: str) -> list[Any]:
+    """The colour and camera augmentations of one ``photometric`` level (see ``build_train_transform``)."""
+    if level == "mild":
+        return [A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5)]
+    if level == "strong":
+        return [
+            A.ColorJitter(brightness=(0.4, 1.3), contrast=(0.6, 1.4), saturation=(0.5, 1.5), hue=(-0.05, 0.05),
+                          p=0.8),
+            A.RandomGamma(gamma_limit=(60, 160), p=0.5),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5), p=1.0), A.MotionBlur(blur_limit=(3, 7), p=1.0)], p=0.2),
+            A.GaussNoise(std_range=(0.01, 0.06), p=0.2),
+            A.ImageCompression(quality_range=(30, 90), p=0.3),
+        ]
+    raise UsageError(f"photometric augmentation must be one of {', '.join(PHOTOMETRIC)}, got {level!r}")
 
 
 class EvalTransform:

@@ -91,11 +91,11 @@ def _check_files(ds: SegDataset, i: int) -> tuple[str, str] | None:
             return str(p), problem
     try:
         isize, imode, _ = header_info(s.image)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return str(s.image), f"not a readable image ({exc})"
     try:
         msize, mmode, _ = header_info(s.mask)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return str(s.mask), f"not a readable image ({exc})"
     problem = image_mode_problem(imode)
     if problem:
@@ -159,9 +159,9 @@ def validate_dataset(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         it = pool.map(check, range(n))
         if progress:
-            from tqdm import tqdm
+            from ..progress import progress_bar
 
-            it = tqdm(it, total=n, desc=f"validate {dataset.name}/{dataset.split}", unit="img")
+            it = progress_bar(it, total=n, desc=f"validate {dataset.name}/{dataset.split}", unit="img")
         results = list(it)
     report = ValidationReport(dataset.name, dataset.split, full, n)
     for i, r in enumerate(results):

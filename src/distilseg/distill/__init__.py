@@ -1,4 +1,4 @@
-"""Knowledge distillation: KD loss terms, the ``Distiller`` training hook, ``distill`` and ``compress``."""
+"""Knowledge distillation: KD loss terms, the ``Distiller`` training hook, ``distill``, ``compress`` and ``demo``."""
 import sys
 import types
 from typing import Any

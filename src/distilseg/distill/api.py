@@ -6,6 +6,7 @@ A distillation run writes ``OUT/distill.json`` with its teacher's path and the s
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -183,7 +184,30 @@ def write_distill_record(out: str | Path, teacher_ref: str, tconf: dict[str, Any
 def distill(cfg: DistillConfig) -> Path:
     """Train ``cfg.model`` (the student) with knowledge distillation from ``cfg.teacher`` (the ``distilseg
     distill`` command from Python); returns OUT, laid out as ``train``'s plus ``distill.json`` (the teacher
-    record, which ``resume`` reads when no teacher is given)."""
+    record, which ``resume`` reads when no teacher is given). With ``holdout="each"``, one run per group, each
+    from its own teacher (``{fold}`` in ``teacher``), pooled in OUT/cv.json."""
+    from ..training.folds import is_each, run_folds
+
+    if is_each(cfg):
+        if "{fold}" not in str(cfg.teacher or ""):
+            raise UsageError("--holdout each: give each fold its own teacher, one that never saw the held-out "
+                             "group, with {fold} in --teacher (e.g. runs/teacher_cv/fold-{fold}/last)")
+        return run_folds(cfg, _distill_one, fold_cfg_hook=lambda c, g: dataclasses.replace(
+            c, teacher=str(c.teacher).replace("{fold}", g)))
+    return _distill_one(cfg)
+
+
+def _warn_teacher_saw_holdout(cfg: DistillConfig, tconf: dict, teacher_ref: str) -> None:
+    """A held-out group the teacher trained on leaks into the student through the teacher's targets."""
+    if not cfg.holdout:
+        return
+    if str(tconf.get("holdout") or "") != str(cfg.holdout):
+        print(f"warning: --teacher {teacher_ref} was not trained with --holdout {cfg.holdout} (its record: "
+              f"{tconf.get('holdout')}); if it saw the held-out frames, the student's held-out score is optimistic",
+              file=sys.stderr)
+
+
+def _distill_one(cfg: DistillConfig) -> Path:
     from ..io import ensure_output_dir
     from ..training.train import run_training
 
@@ -192,10 +216,15 @@ def distill(cfg: DistillConfig) -> Path:
     recorded = read_teacher_record(out)
     if cfg.resume:  # the run's own record names its teacher; another one is refused
         cfg.teacher = check_resume_teacher(out, cfg.teacher)
+        if (out / "checkpoints" / "last.ckpt").is_file():
+            from ..training.resume import check_resume_settings
+
+            check_resume_settings(cfg.to_dict(), out)
     if not cfg.teacher:
         raise UsageError("--teacher is required (on the command line or as `teacher:` in --config)")
     teacher_ref, kd = str(cfg.teacher), str(cfg.kd)
     distiller, tconf = build_distiller(cfg, teacher_ref, kd, cfg.hard_weight)
+    _warn_teacher_saw_holdout(cfg, tconf, teacher_ref)
     print(f"distilling {tconf.get('architecture')} (teacher, {teacher_ref}) into {cfg.model}: "
           f"{distiller.extra_repr()}")
     # What the training settings cannot say: which teacher (path, weights hash) and KD terms made this student.

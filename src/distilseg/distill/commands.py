@@ -1,4 +1,4 @@
-"""``distilseg distill`` and ``distilseg compress``.
+"""``distilseg distill``, ``distilseg compress`` and ``distilseg demo``.
 
 Why ``distill`` reuses every ``train`` flag: distillation *is* training with an extra loss, so schedules,
 augmentation, mixed precision, DDP and resume behave exactly as in ``train`` (the engine does them); this
@@ -45,11 +45,13 @@ def _add_distill_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``distill`` and ``compress``."""
+    """Add ``distill``, ``compress`` and ``demo`` (the compress pipeline on synthetic scenes)."""
     _add_distill_parser(subparsers)
     from .compress import add_compress_parser
+    from .demo import register_demo
 
     add_compress_parser(subparsers)
+    register_demo(subparsers)
 
 
 def run_distill(args: argparse.Namespace) -> int:

@@ -60,12 +60,14 @@ class Compressor:
         self.ran: list[str] = []
         self.skipped: list[str] = []
         self.num_classes: int | None = None
+        self.estimates: dict[str, dict[str, Any]] = {}
         self._check_settings()
 
     # Settings that change what a stage produces; a re-run with other values must not reuse old outputs.
     FINGERPRINT_KEYS = ("dataset", "root", "dataset_args", "teacher", "teacher_model", "teacher_args",
                         "student_model", "student_args", "img_size", "epochs", "teacher_epochs", "batch_size",
-                        "lr", "scheduler", "augment", "kd", "hard_weight", "seed", "precision")
+                        "lr", "scheduler", "augment", "kd", "hard_weight", "seed", "precision", "train",
+                        "teacher_train", "use", "time_budget")
 
     def _check_settings(self) -> None:
         current = json.loads(json.dumps({k: self.s.get(k) for k in self.FINGERPRINT_KEYS}, default=str))
@@ -85,7 +87,8 @@ class Compressor:
             self.log(f"[compress] {name}: done already ({outputs[0]}), skipped")
             self.skipped.append(name)
             return rec
-        self.log(f"[compress] {name}: running")
+        estimate = self.estimates.get(name)
+        self.log(f"[compress] {name}: running" + (f" (estimated {estimate['seconds'] / 60:.1f} min)" if estimate else ""))
         t0 = time.perf_counter()
         info = fn() or {}
         rec = {"done": True, "seconds": round(time.perf_counter() - t0, 2), **info}
@@ -97,32 +100,40 @@ class Compressor:
         return rec
 
     # -- training -----------------------------------------------------------------------------------
-    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int):
-        """The stage's training configuration, built directly (``training.config``) and validated there."""
+    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, role: str = "student"):
+        """The stage's training configuration, built directly (``training.config``) and validated there: the
+        preset's keys, then its ``train`` section (every stage), then ``teacher_train`` (the teacher only)."""
         from ..training.config import TrainConfig
 
         s = self.s
-        return TrainConfig.from_dict(dict(
+        sections = {**dict(s.get("train") or {}), **(dict(s.get("teacher_train") or {}) if role == "teacher" else {})}
+        minutes = (s.get("time_budget") or {}).get(out.name) or None  # the stage's share of the time
+        return TrainConfig.from_dict({**dict(
             dataset=s["dataset"], root=str(s["root"]) if s["root"] else None, dataset_args=dict(s["dataset_args"]),
             model=model, model_args=dict(model_args), out=str(out), img_size=list(s["img_size"]), epochs=int(epochs),
             batch_size=int(s["batch_size"]), lr=float(s["lr"]), scheduler=s["scheduler"], precision=s["precision"],
             accelerator=s["accelerator"], num_workers=int(s["num_workers"]), seed=int(s["seed"]),
-            augment=bool(s["augment"]), resume=True, progress=False,
-        ))
+            augment=bool(s["augment"]), progress=bool(s.get("progress", False)), time_budget=minutes,
+        ), **sections, "resume": True})
 
-    def _train(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, distiller=None) -> dict:
+    @property
+    def use(self) -> str:
+        """Which model of a training stage counts: ``best`` (validation) or ``last`` (end of the schedule)."""
+        return str(self.s.get("use") or "best")
+
+    def _train(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, role: str = "student") -> dict:
         from ..training.train import run_training
 
-        cfg = self._train_cfg(model, model_args, out, epochs)
-        run_training(cfg, distiller=distiller)
-        return {"model": model, "model_args": model_args, "epochs": epochs, "artifact": str(out / "best")}
+        cfg = self._train_cfg(model, model_args, out, epochs, role)
+        run_training(cfg)
+        return {"model": model, "model_args": model_args, "epochs": epochs, "artifact": str(out / self.use)}
 
     def teacher_dir(self) -> Path:
         if self.s.get("teacher"):
             from ..artifact import resolve_artifact_dir
 
             return resolve_artifact_dir(self.s["teacher"])
-        return self.out / "teacher" / "best"
+        return self.out / "teacher" / self.use
 
     def stage_teacher(self) -> None:
         if self.s.get("teacher"):
@@ -136,11 +147,12 @@ class Compressor:
                                  f"{self.s['dataset']!r} has {k}")
             self.log(f"[compress] teacher: using {path}")
             return
-        self._stage("teacher", [self.out / "teacher" / "best" / "config.json"], lambda: self._train(
-            self.s["teacher_model"], self.s["teacher_args"], self.out / "teacher", int(self.s["teacher_epochs"])))
+        self._stage("teacher", [self.out / "teacher" / self.use / "config.json"], lambda: self._train(
+            self.s["teacher_model"], self.s["teacher_args"], self.out / "teacher", int(self.s["teacher_epochs"]),
+            role="teacher"))
 
     def stage_student(self) -> None:
-        self._stage("student", [self.out / "student" / "best" / "config.json"], lambda: self._train(
+        self._stage("student", [self.out / "student" / self.use / "config.json"], lambda: self._train(
             self.s["student_model"], self.s["student_args"], self.out / "student", int(self.s["epochs"])))
 
     def stage_kd_student(self) -> None:
@@ -156,9 +168,9 @@ class Compressor:
 
             run_training(cfg, distiller=distiller)
             return {"model": self.s["student_model"], "kd": self.s["kd"], "hard_weight": distiller.hard_weight,
-                    "teacher": str(self.teacher_dir()), "artifact": str(self.out / "kd_student" / "best")}
+                    "teacher": str(self.teacher_dir()), "artifact": str(self.out / "kd_student" / self.use)}
 
-        self._stage("kd_student", [self.out / "kd_student" / "best" / "config.json"], run)
+        self._stage("kd_student", [self.out / "kd_student" / self.use / "config.json"], run)
 
     # -- export --------------------------------------------------------------------------------------
     def stage_export(self) -> None:
@@ -168,7 +180,7 @@ class Compressor:
         def run() -> dict[str, Any]:
             from ..export.onnx_export import export_checkpoint
 
-            ckpt = str(self.out / "kd_student" / "best")
+            ckpt = str(self.out / "kd_student" / self.use)
             size = self.s["img_size"]
             r8 = export_checkpoint(
                 ckpt, int8, img_size=size, int8=True, calibration_dataset=self.s["dataset"],
@@ -187,16 +199,25 @@ class Compressor:
         self._stage("export", outputs, run)
 
     def _eval_dataset(self):
+        """The validation split, or with ``--holdout`` the held-out groups' frames of the training split."""
         from ..data import create_dataset
 
-        return create_dataset(self.s["dataset"], root=self.s["root"], split="val", **self.s["dataset_args"])
+        train = dict(self.s.get("train") or {})
+        if train.get("holdout"):
+            from ..data.groups import parse_group_list
+            from ..training.folds import heldout_dataset
+            from .compress_folds import _split_settings
+
+            return heldout_dataset(_split_settings(self.s), parse_group_list(train["holdout"]))
+        return create_dataset(self.s["dataset"], root=self.s["root"], split=train.get("val_split", "val"),
+                              **self.s["dataset_args"])
 
     def _row_sources(self) -> list[tuple[str, str, str, str]]:
         """(row name, label, checkpoint for load/bench, runtime)."""
         rows = [
             ("teacher", "teacher", str(self.teacher_dir()), "torch"),
-            ("student", "student", str(self.out / "student" / "best"), "torch"),
-            ("kd_student", "KD student", str(self.out / "kd_student" / "best"), "torch"),
+            ("student", "student", str(self.out / "student" / self.use), "torch"),
+            ("kd_student", "KD student", str(self.out / "kd_student" / self.use), "torch"),
             ("int8_kd_student", "INT8 KD student", str(self.out / "export" / "kd_student_int8.onnx"), "onnxruntime"),
         ]
         if self.s["ort_fp32"]:
@@ -209,13 +230,13 @@ class Compressor:
             path = self.out / "eval" / f"{name}.json"
 
             def run(ckpt: str = ckpt, path: Path = path) -> dict[str, Any]:
-                from ..apps.evaluate import evaluate_model
+                from ..inference.scoring import evaluate_model
                 from ..inference.segmenter import load
 
-                metrics, _, _ = evaluate_model(load(ckpt), self._eval_dataset(),
-                                               batch_size=int(self.s["eval_batch_size"]), progress=False,
-                                               num_samples_png=0)
-                atomic_write_json(path, metrics)
+                metrics, cm, _ = evaluate_model(load(ckpt), self._eval_dataset(),
+                                                batch_size=int(self.s["eval_batch_size"]), progress=False,
+                                                num_samples_png=0)
+                atomic_write_json(path, {**metrics, "confusion": cm.tolist()})  # pooled over folds by --holdout each
                 return {"mIoU": metrics.get("mIoU")}
 
             self._stage(f"eval_{name}", [path], run)
@@ -274,7 +295,7 @@ class Compressor:
             (rows if name != "kd_student_ort_fp32" else extra).append(row)
         settings = {k: self.s.get(k) for k in (
             "preset", "img_size", "teacher_model", "teacher_args", "student_model", "student_args",
-            "teacher_epochs", "epochs", "batch_size", "lr", "scheduler", "augment", "kd", "seed",
+            "teacher", "teacher_epochs", "epochs", "batch_size", "lr", "scheduler", "augment", "kd", "seed",
             "calibration_images")}
         settings["hard_weight"] = self.state.get("kd_student", {}).get("hard_weight", self.s.get("hard_weight"))
         settings["bench"] = (f"CPU, median of {self.s['bench_runs']} runs, batch 1, "
@@ -316,8 +337,23 @@ class Compressor:
         check_models(self.s, self.num_classes)
         return self.num_classes
 
+    def print_plan(self) -> None:
+        """Each stage's estimated wall time on this CPU, before any runs (``compress_plan``)."""
+        from ..data import create_dataset
+        from .compress_plan import format_plan, plan
+
+        def count(split: str) -> int:
+            return len(create_dataset(self.s["dataset"], root=self.s["root"], split=split, **self.s["dataset_args"]))
+
+        todo = {k: v for k, v in plan(self.s, int(self.num_classes), count("train"), count("val")).items()
+                if not (isinstance(self.state.get(k), dict) and self.state[k].get("done"))}
+        self.estimates = todo
+        for line in format_plan(todo):
+            self.log(line)
+
     def run(self) -> dict[str, Any]:
         self.preflight()
+        self.print_plan()
         self.stage_teacher()
         self.stage_student()
         self.stage_kd_student()
@@ -337,6 +373,19 @@ def run_compress(args: argparse.Namespace) -> int:
     get_dataset_info(settings["dataset"])  # unknown dataset: UsageError before any work
     out = Path(args.out)
     t0 = time.perf_counter()
+    if getattr(args, "plan_only", False):
+        comp = Compressor(out, settings)
+        comp.state.pop("_settings", None)  # nothing is written: a plan does not claim OUT
+        comp.preflight()
+        comp.print_plan()
+        return 0
+    if str(settings["train"].get("holdout") or "").strip().lower() == "each":
+        from .compress_folds import compress_folds
+
+        compress_folds(out, settings, lambda fold_out, s: Compressor(fold_out, s).run())
+        print(f"[compress] done in {time.perf_counter() - t0:.1f} s; cross-validation: {out / 'cv.md'}",
+              file=sys.stderr)
+        return 0
     comp = Compressor(out, settings)
     summary = comp.run()
     from .report import format_rows_markdown

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .. import safe_yaml
 from ..errors import UsageError
 from ..training.config import TrainConfig, add_setting_arguments
 
@@ -18,8 +20,12 @@ __all__ = ["PRESETS", "PRESET_DIR", "load_preset", "build_compress_parser", "set
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "compress"  # ships in the wheel
 
 
+PRESET_ALIASES = {"full": "seed"}  # former names, still accepted (with a note)
+
+
 def load_preset(name_or_path: str) -> dict[str, Any]:
-    """A shipped preset (``configs/compress/NAME.yaml``: quick, full) or a YAML file of the same keys."""
+    """A shipped preset (``configs/compress/NAME.yaml``: quick, seed) or a YAML file of the same keys."""
+    name_or_path = PRESET_ALIASES.get(name_or_path, name_or_path)
     path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         path = Path(name_or_path)
@@ -27,12 +33,18 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
         raise UsageError(f"--preset {name_or_path}: no such preset ({names}) or YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml.load(path.read_text())
     except yaml.YAMLError as exc:
         raise UsageError(f"--preset {path}: invalid YAML ({exc})") from exc
-    required = set(PRESETS["quick"]) if PRESETS else set()
-    if not isinstance(data, dict) or (required and set(data) != required):
-        raise UsageError(f"--preset {path}: expected the keys {', '.join(sorted(required))}")
+    required = set(PRESETS["quick"]) - set(OPTIONAL_KEYS) if PRESETS else set()
+    if not isinstance(data, dict) or (required and not required <= set(data) <= required | set(OPTIONAL_KEYS)):
+        raise UsageError(f"--preset {path}: expected the keys {', '.join(sorted(required))} "
+                         f"(optional: {', '.join(OPTIONAL_KEYS)})")
+    for key in ("train", "teacher_train"):
+        if not isinstance(data.get(key, {}) or {}, dict):
+            raise UsageError(f"--preset {path}: {key} must be a mapping of train settings")
+    if data.get("use", "best") not in ("best", "last"):
+        raise UsageError(f"--preset {path}: use must be best or last, got {data.get('use')!r}")
     return data
 
 
@@ -42,6 +54,16 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
 TRAIN_SETTINGS = ("dataset", "root", "dataset_args", "img_size", "epochs", "batch_size", "lr", "precision",
                   "accelerator", "num_workers", "seed")
 TRAIN_DEFAULTS = {"num_workers": 0}
+# The training settings compress passes to every stage's `train` section (same flags, help and checks).
+SPLIT_SETTINGS = ("train_split", "holdout", "group_by")
+
+# Optional preset keys: `train`: any `train` setting for every training stage (optimizer, loss, splits, ...);
+# `teacher_train`: settings for the teacher stage only, on top; `use`: which model of each stage is reported,
+# exported and distilled from (best = best validation epoch; last = end of the schedule, for a schedule fixed in
+# advance, e.g. when validating on training data or on held-out groups that must not choose the epoch).
+# `time_budget`: minutes per stage (teacher, student, kd_student, rest; see compress_plan).
+OPTIONAL_KEYS = ("train", "teacher_train", "use", "time_budget")
+
 
 PRESETS: dict[str, dict[str, Any]] = {}
 PRESETS.update({p.stem: load_preset(p.stem) for p in sorted(PRESET_DIR.glob("*.yaml"))})
@@ -68,16 +90,25 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--student-model", default=None, metavar="NAME",
                    help="student architecture (default: the preset's)")
     p.add_argument("--student-args", nargs="*", default=None, metavar="K=V", help="student constructor options")
-    p.add_argument("--preset", default="quick", metavar="{quick,full}|FILE.yaml",
-                   help="schedule and model sizes: quick (minutes on a CPU, synthetic-sized), full (real runs) or a "
-                        "YAML file with the same keys (see distilseg/configs/compress/)")
+    p.add_argument("--preset", default="quick", metavar="{quick,seed}|FILE.yaml",
+                   help="schedule and model sizes: quick (within 15 minutes on a CPU: every training stage has a time "
+                        "budget), seed (the original system's teacher, student and distillation at 256x256; days "
+                        "on a CPU, estimated before it starts; 'full' is its former name) or a YAML file with the "
+                        "same keys (see distilseg/configs/compress/)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="wall time for the whole run: shared out over the stages as the preset's time_budget "
+                        "(default 35/25/30/10 %% for teacher, student, KD student, the rest); each training stage "
+                        "then fits its steps and lr schedule to its share")
     p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: preset's)")
     p.add_argument("--kd", default=None, metavar="SPEC", help=KD_SPEC_HELP)
     p.add_argument("--hard-weight", type=float, default=None, metavar="W", help="task loss weight in the KD stage")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
     p.add_argument("--bench-runs", type=int, default=None)
     p.add_argument("--calibration-images", type=int, default=None)
+    p.add_argument("--plan-only", action="store_true",
+                   help="print each stage's estimated wall time on this CPU and stop (nothing is trained)")
     p.add_argument("--no-ort-fp32", action="store_true", help="skip the onnxruntime fp32 row of the KD student")
+    add_setting_arguments(p, TrainConfig, list(SPLIT_SETTINGS))  # they go to every stage's `train` section
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     return p
 
@@ -88,7 +119,11 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from ..parsing import parse_key_values
 
     s = copy.deepcopy(PRESETS[args.preset]) if args.preset in PRESETS else load_preset(args.preset)
-    s["preset"] = args.preset
+    if args.preset in PRESET_ALIASES:
+        import sys
+
+        print(f"note: --preset {args.preset} is now called {PRESET_ALIASES[args.preset]}", file=sys.stderr)
+    s["preset"] = PRESET_ALIASES.get(args.preset, args.preset)
     given = {k: v for k, v in vars(args).items() if k in TRAIN_SETTINGS or k == "img_size_square"}
     if "img_size_square" in given:
         given["img_size"] = [given.pop("img_size_square")] * 2
@@ -116,6 +151,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for k, v in overrides.items():
         if v is not None:
             s[k] = v
+    s["train"] = dict(s.get("train") or {})
+    s["train"].update(TrainConfig.check_values({k: v for k, v in vars(args).items() if k in SPLIT_SETTINGS}))
     if args.teacher_model is not None and args.teacher is not None:
         raise UsageError("give --teacher DIR or --teacher-model NAME, not both")
     if args.kd is not None and args.hard_weight is None:
@@ -123,10 +160,36 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     s["teacher"] = args.teacher
     s["threads"] = args.threads
     s["ort_fp32"] = not args.no_ort_fp32
+    s["time_budget"] = _time_budget(s, args)
     for key in ("teacher_epochs", "calibration_images", "bench_runs"):
         if int(s[key]) < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
+    v = s.get("hard_weight")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+        raise UsageError(f"--hard-weight must be a number >= 0, got {v!r}")
+    if s["threads"] is not None and s["threads"] < 1:
+        raise UsageError(f"--threads must be >= 1, got {s['threads']}")
     return s
+
+
+def _time_budget(s: dict[str, Any], args: argparse.Namespace) -> dict[str, float] | None:
+    """Minutes per stage, or None (epochs only). An explicit ``--epochs`` / ``--teacher-epochs`` trains those
+    stages for that many epochs instead of their share of the time."""
+    from .compress_plan import stage_budgets
+
+    total = getattr(args, "time_budget", None)
+    if total is not None and not total > 0:
+        raise UsageError(f"--time-budget must be a positive number of minutes, got {total:g}")
+    try:
+        budget = stage_budgets(s.get("time_budget"), total, f"--preset {args.preset}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if budget is not None:
+        if getattr(args, "epochs", None) is not None:
+            budget["student"] = budget["kd_student"] = 0.0
+        if args.teacher_epochs is not None:
+            budget["teacher"] = 0.0
+    return budget
 
 
 def check_models(settings: dict[str, Any], num_classes: int) -> None:

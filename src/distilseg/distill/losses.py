@@ -11,6 +11,8 @@ float16 underflows.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import torch
@@ -209,9 +211,12 @@ KD_SPEC_HELP = (
 
 def _number(text: str, where: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise UsageError(f"--kd: {where}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise UsageError(f"--kd: {where} must be a finite number, got {text!r}")
+    return value
 
 
 def parse_kd_spec(spec: str) -> list[tuple[str, float, dict[str, Any]]]:
@@ -259,6 +264,7 @@ def resolve_kd_spec(spec: str, hard_weight: float | None = None) -> tuple[list[t
     if hard_weight is None:
         presets = [p.strip() for p in spec.split(",") if p.strip() in KD_PRESETS]
         hard_weight = KD_PRESETS[presets[0]][1] if presets else 1.0
-    if isinstance(hard_weight, bool) or not isinstance(hard_weight, (int, float)) or hard_weight < 0:
+    if isinstance(hard_weight, bool) or not isinstance(hard_weight, (int, float)) or not math.isfinite(hard_weight) \
+            or hard_weight < 0:
         raise UsageError(f"--hard-weight must be a number >= 0, got {hard_weight!r}")
     return terms, float(hard_weight)

@@ -82,16 +82,30 @@ def _notes(summary: dict[str, Any]) -> list[str]:
     return notes
 
 
-def write_reports(out: Path, summary: dict[str, Any], pareto_png: Path | None) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``out`` from the ``compress.json`` summary."""
+def _schedule(settings: dict[str, Any]) -> str:
+    students = f"{settings.get('epochs')} epochs for each student"
+    if settings.get("teacher"):
+        return f"teacher given ({settings['teacher']}), {students}"
+    if settings.get("teacher_epochs") is not None:
+        return f"{settings['teacher_epochs']} epochs for the teacher, {students}"
+    return students
+
+
+def write_reports(out: Path, summary: dict[str, Any], pareto_png: Path | None, title: str | None = None,
+                  sections: Sequence[tuple[str, str, Path | None]] = ()) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``out`` from the ``compress.json`` summary.
+
+    ``sections`` are appended as ``(heading, text, picture or None)``; a picture inside ``out`` is linked from the
+    Markdown by its relative path and embedded in the HTML, like the Pareto plot.
+    """
     out = Path(out)
     rows = summary.get("rows", [])
-    title = f"distilseg compress: {summary.get('dataset')} ({summary.get('preset')} preset)"
+    title = title or f"distilseg compress: {summary.get('dataset')} ({summary.get('preset')} preset)"
     settings = summary.get("settings", {})
     kd = settings.get("kd")
     setting_line = (
         f"Dataset `{summary.get('dataset')}`, validation split with {summary.get('num_val_images', 'n/a')} images; "
-        f"input {settings.get('img_size')}; {settings.get('epochs')} epochs per training stage; KD spec `{kd}` "
+        f"input {settings.get('img_size')}; {_schedule(settings)}; KD spec `{kd}` "
         f"with hard weight {settings.get('hard_weight')}; latency: {settings.get('bench')}."
     )
     ph, pb = per_class_table(rows)
@@ -101,6 +115,10 @@ def write_reports(out: Path, summary: dict[str, Any], pareto_png: Path | None) -
         md += ["## Accuracy vs latency", "", f"![pareto]({Path(pareto_png).name})", ""]
     if ph:
         md += ["## Per-class IoU", "", _table(ph, pb), ""]
+    for heading, text, picture in sections:
+        md += [f"## {heading}", "", text, ""]
+        if picture is not None and Path(picture).is_file():
+            md += [f"![{heading}]({Path(picture).resolve().relative_to(out.resolve()).as_posix()})", ""]
     md_path = atomic_write_text(out / "report.md", "\n".join(md))
 
     def h(s: Any) -> str:
@@ -123,11 +141,18 @@ def write_reports(out: Path, summary: dict[str, Any], pareto_png: Path | None) -
         table_html([hh for _, hh, _ in ROW_COLUMNS], main_body),
         "<ul>" + "".join(f"<li>{h(n)}</li>" for n in _notes(summary)) + "</ul>",
     ]
+    def img_html(alt: str, png: Path) -> str:
+        data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+        return f"<img alt='{h(alt)}' style='max-width:100%' src='data:image/png;base64,{data}'>"
+
     if pareto_png is not None and Path(pareto_png).is_file():
-        data = base64.b64encode(Path(pareto_png).read_bytes()).decode("ascii")
-        parts += ["<h2>Accuracy vs latency</h2>", f"<img alt='pareto' src='data:image/png;base64,{data}'>"]
+        parts += ["<h2>Accuracy vs latency</h2>", img_html("pareto", pareto_png)]
     if ph:
         parts += ["<h2>Per-class IoU</h2>", table_html(ph, pb)]
+    for heading, text, picture in sections:
+        parts += [f"<h2>{h(heading)}</h2>", f"<p>{h(text)}</p>"]
+        if picture is not None and Path(picture).is_file():
+            parts.append(img_html(heading, picture))
     parts.append("</body></html>")
     html_path = atomic_write_text(out / "report.html", "\n".join(parts))
     return md_path, html_path

@@ -109,7 +109,7 @@ def run_export(args: argparse.Namespace) -> int:
             raise UsageError("--calibration-dataset-args needs --calibration-dataset NAME")
         if args.full_range and args.weight_bits == "7":
             raise UsageError("--full-range means --weight-bits 8; it contradicts --weight-bits 7")
-        if args.int8 and args.calibration_images < 1:
+        if args.calibration_images < 1:
             raise UsageError(f"--calibration-images must be positive, got {args.calibration_images}")
         result = export_checkpoint(
             args.checkpoint,
@@ -152,8 +152,13 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from ..checks import size_pair
     from ..parsing import parse_key_values
     from .bench import benchmark
+
+    size_pair(args.img_size, "--img-size")
+    if args.num_classes < 1:
+        raise UsageError(f"--num-classes must be a positive integer, got {args.num_classes}")
 
     result = benchmark(
         args.model,

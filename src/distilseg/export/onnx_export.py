@@ -304,85 +304,82 @@ def export_checkpoint(
     The check compares with the PyTorch fp32 model on ``check_images`` images of the calibration dataset
     (its ``check_split``, default the calibration split) when one is given, else on synthetic images; its
     numbers are also written into the sidecar under ``"check"``. With ``strict`` (the default) a file that
-    disagrees beyond ``tolerance`` / ``min_agreement`` (see ``check_verdict``) is removed and a
-    ``CheckpointError`` raised; ``strict=False`` records the verdict and keeps the file.
+    disagrees beyond ``tolerance`` / ``min_agreement`` (see ``check_verdict``) is not written and a
+    ``CheckpointError`` raised; ``strict=False`` records the verdict and keeps the file. The files are made in a
+    folder next to ``out`` and moved there only when they pass (``targets`` says which files may be replaced).
     """
     from .sources import dataset_images, load_torch_model
+    from .targets import check_export_options, check_export_target
 
-    if fp16 and int8:
-        raise UsageError("choose one of --fp16 and --int8")
-    if int8 and not calibration_dataset:
-        raise UsageError("--int8 needs --calibration-dataset NAME (and --calibration-root PATH)")
-    if check_images < 0:
-        raise UsageError(f"--check-images must be >= 0, got {check_images}")
-    if tolerance is not None and not tolerance >= 0:
-        raise UsageError(f"--tolerance must be >= 0, got {tolerance}")
-    if min_agreement is not None and not 0 <= min_agreement <= 1:
-        raise UsageError(f"--min-agreement must lie in [0, 1], got {min_agreement}")
+    check_export_options(fp16, int8, calibration_dataset, check_images, tolerance, min_agreement, opset, img_size)
+    final = Path(out)
+    if final.suffix != ".onnx":
+        raise UsageError(f"{final}: the output file must end in .onnx")
+    check_export_target(final, "distilseg-onnx")
     model, config = load_torch_model(checkpoint)
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise UsageError(f"{out}: the output file must end in .onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    size = size_pair(img_size, allow_none=True) or size_pair(config.get("input_size"), allow_none=True) or DEFAULT_SIZE
-    mean, std = config.get("mean") or IMAGENET_MEAN, config.get("std") or IMAGENET_STD
-    if int8:
-        from .quantize import default_reduce_range, quantize_int8
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=final.parent) as staging:
+        out = Path(staging) / final.name
+        size = size_pair(img_size, allow_none=True) or size_pair(config.get("input_size"), allow_none=True) or DEFAULT_SIZE
+        mean, std = config.get("mean") or IMAGENET_MEAN, config.get("std") or IMAGENET_STD
+        if int8:
+            from .quantize import default_reduce_range, quantize_int8
 
-        weight_bits_reason = "as asked by --weight-bits"
-        if reduce_range is None:
-            reduce_range, weight_bits_reason = default_reduce_range()
+            weight_bits_reason = "as asked by --weight-bits"
+            if reduce_range is None:
+                reduce_range, weight_bits_reason = default_reduce_range()
 
-        calib = dataset_images(calibration_dataset, calibration_root, calibration_split, calibration_images,
-                               calibration_dataset_args)
-        with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as td:
-            fp32 = export_onnx(model, config, Path(td) / "fp32.onnx", opset=opset, dynamic=dynamic,
-                               img_size=size, source=str(checkpoint))
-            stride = int(getattr(model, "output_stride", 1) or 1) if dynamic else 1
-            inputs = [preprocess(im, size, mean, std) for im in calib]
-            quantize_int8(fp32, out, inputs, stride=stride, reduce_range=reduce_range,
-                          keep_head_float=keep_head_float)
-            side = build_sidecar(config, img_size=size, dynamic=dynamic, opset=int(opset), precision="int8",
-                                 output_stride=stride, source=str(checkpoint))
-            side["calibration"] = {"dataset": calibration_dataset, "split": calibration_split,
-                                   "num_images": len(calib)}
-            if calibration_dataset_args:
-                side["calibration"]["dataset_args"] = dict(calibration_dataset_args)
-            side["quantization"] = {"format": "QDQ", "activations": "QUInt8", "weights": "QInt8",
-                                    "per_channel": True, "reduce_range": bool(reduce_range),
-                                    "weight_bits": 7 if reduce_range else 8, "weight_bits_reason": weight_bits_reason,
-                                    "head_float": bool(keep_head_float), "calibration_method": "minmax"}
-            atomic_write_json(sidecar_path(out), side)
-    else:
-        export_onnx(model, config, out, opset=opset, dynamic=dynamic, img_size=size, fp16=fp16,
-                    source=str(checkpoint))
-    quantization = side["quantization"] if int8 else None
-    check: dict[str, Any] | None = None
-    if check_images:
-        if calibration_dataset:
-            split = check_split or calibration_split
-            images = dataset_images(calibration_dataset, calibration_root, split, check_images,
-                                    calibration_dataset_args)
-            src = f"{calibration_dataset}:{split}"
+            calib = dataset_images(calibration_dataset, calibration_root, calibration_split, calibration_images,
+                                   calibration_dataset_args)
+            with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as td:
+                fp32 = export_onnx(model, config, Path(td) / "fp32.onnx", opset=opset, dynamic=dynamic,
+                                   img_size=size, source=str(checkpoint))
+                stride = int(getattr(model, "output_stride", 1) or 1) if dynamic else 1
+                inputs = [preprocess(im, size, mean, std) for im in calib]
+                quantize_int8(fp32, out, inputs, stride=stride, reduce_range=reduce_range,
+                              keep_head_float=keep_head_float)
+                side = build_sidecar(config, img_size=size, dynamic=dynamic, opset=int(opset), precision="int8",
+                                     output_stride=stride, source=str(checkpoint))
+                side["calibration"] = {"dataset": calibration_dataset, "split": calibration_split,
+                                       "num_images": len(calib)}
+                if calibration_dataset_args:
+                    side["calibration"]["dataset_args"] = dict(calibration_dataset_args)
+                side["quantization"] = {"format": "QDQ", "activations": "QUInt8", "weights": "QInt8",
+                                        "per_channel": True, "reduce_range": bool(reduce_range),
+                                        "weight_bits": 7 if reduce_range else 8, "weight_bits_reason": weight_bits_reason,
+                                        "head_float": bool(keep_head_float), "calibration_method": "minmax"}
+                atomic_write_json(sidecar_path(out), side)
         else:
-            images, src = synthetic_images(check_images, size), "synthetic"
-        check = check_onnx(model, out, images, mean=mean, std=std, size=size, source=src)
-        precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-        problem = check_verdict(check, precision, tolerance, min_agreement)
-        check["passed"] = problem is None
-        if problem is not None and strict:
-            for path in (out, sidecar_path(out)):
-                path.unlink(missing_ok=True)
-            raise CheckpointError(
-                f"{out}: the exported {precision} model disagrees with PyTorch on {check['num_images']} "
-                f"{src} image(s): {problem}; not written (--tolerance / --min-agreement to accept more, "
-                f"--no-check to keep it anyway)"
-            )
-        from ..inference.onnx_backend import read_sidecar
+            export_onnx(model, config, out, opset=opset, dynamic=dynamic, img_size=size, fp16=fp16,
+                        source=str(checkpoint))
+        quantization = side["quantization"] if int8 else None
+        check: dict[str, Any] | None = None
+        if check_images:
+            if calibration_dataset:
+                split = check_split or calibration_split
+                images = dataset_images(calibration_dataset, calibration_root, split, check_images,
+                                        calibration_dataset_args)
+                src = f"{calibration_dataset}:{split}"
+            else:
+                images, src = synthetic_images(check_images, size), "synthetic"
+            check = check_onnx(model, out, images, mean=mean, std=std, size=size, source=src)
+            precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+            problem = check_verdict(check, precision, tolerance, min_agreement)
+            check["passed"] = problem is None
+            if problem is not None and strict:
+                raise CheckpointError(
+                    f"{final}: the exported {precision} model disagrees with PyTorch on {check['num_images']} "
+                    f"{src} image(s): {problem}; not written, any earlier file is kept (--tolerance / --min-agreement to accept more, "
+                    f"--no-check to keep it anyway)"
+                )
+            from ..inference.onnx_backend import read_sidecar
 
-        side = read_sidecar(out)
-        side["check"] = check
-        atomic_write_json(sidecar_path(out), side)
+            side = read_sidecar(out)
+            side["check"] = check
+            atomic_write_json(sidecar_path(out), side)
+        os.replace(out, final)  # the graph first, its sidecar last (as an artifact's config.json)
+        os.replace(sidecar_path(out), sidecar_path(final))
+    out = final
     return {
         "onnx": str(out),
         "sidecar": str(sidecar_path(out)),

@@ -30,6 +30,9 @@ def export_torchscript(checkpoint: str, out: str | os.PathLike, img_size: Sequen
     out = Path(out)
     if out.suffix not in (".pt", ".ts", ".torchscript"):
         raise UsageError(f"{out}: a TorchScript file must end in .pt, .ts or .torchscript")
+    from .targets import check_export_target
+
+    check_export_target(out, "distilseg-torchscript")
     model, config = load_torch_model(checkpoint)
     size = size_pair(img_size, allow_none=True) or size_pair(config.get("input_size"), allow_none=True) or DEFAULT_SIZE
     wrapper = LogitsOnly(model).eval()

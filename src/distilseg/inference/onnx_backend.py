@@ -50,6 +50,32 @@ def _warn_if_int8_saturates(path: Path, config: dict[str, Any]) -> None:
                       f"re-export with --weight-bits 7 to run it on this CPU", UserWarning, stacklevel=3)
 
 
+def check_graph_and_sidecar(session: Any, config: dict[str, Any], path: Path) -> None:
+    """Refuse, in one line, a graph that is not a segmentation model (an N x 3 x H x W image in, N x C x H x W
+    class scores out) and a sidecar whose values are malformed or whose class count is not the graph's."""
+    from ..artifact import check_config
+
+    inp, out = session.get_inputs()[0].shape, session.get_outputs()[0].shape
+    if len(inp) != 4 or (isinstance(inp[1], int) and inp[1] != 3):
+        raise CheckpointError(f"{path}: the graph's input has shape {list(inp)}, but a segmentation model takes "
+                              f"N x 3 x H x W images")
+    if len(out) != 4:
+        raise CheckpointError(f"{path}: the graph's output has shape {list(out)} (a classifier?), but a "
+                              f"segmentation model gives N x C x H x W class scores")
+    if not config:
+        return
+    side = sidecar_path(path)
+    graph_classes = out[1] if isinstance(out[1], int) else None
+    if "num_classes" not in config and graph_classes is None:
+        return  # the constructor's own message
+    config = {**config, "architecture": str(config.get("architecture") or "onnx"),
+              "num_classes": config.get("num_classes", graph_classes)}
+    check_config(config, side)
+    if graph_classes is not None and config["num_classes"] != graph_classes:
+        raise CheckpointError(f"{side}: num_classes is {config['num_classes']} but {path.name} outputs "
+                              f"{graph_classes} classes; the sidecar belongs to another model")
+
+
 def default_providers() -> list[str]:
     """CUDA first when this onnxruntime build has it, CPU always."""
     import onnxruntime as ort
@@ -139,6 +165,7 @@ class OnnxSegmenter(SegmenterBase):
         self.source = self.path
         self.session = make_session(self.path, providers=providers, threads=threads)
         self._config: dict[str, Any] = read_sidecar(self.path)
+        check_graph_and_sidecar(self.session, self._config, self.path)
         _warn_if_int8_saturates(self.path, self._config)
         out_shape = self.session.get_outputs()[0].shape
         num_classes = self._config.get("num_classes")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -88,7 +89,8 @@ def parse_tta(spec: Any) -> TTA:
                 values = tuple(float(v) for v in low[len("scales="):].split(",") if v.strip())
             except ValueError:
                 raise UsageError(f"test-time augmentation {word!r}: scales must be numbers, e.g. scales=0.75,1,1.25")
-            if not values or min(values) <= 0 or max(values) > 4 or len(values) > MAX_TTA_SCALES:
+            if not values or not all(math.isfinite(v) for v in values) or min(values) <= 0 or max(values) > 4 \
+                    or len(values) > MAX_TTA_SCALES:
                 raise UsageError(f"test-time augmentation {word!r}: give 1 to {MAX_TTA_SCALES} scales in (0, 4]")
             scales = values
         else:

@@ -109,10 +109,58 @@ class AsymConvBN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training and not torch.jit.is_tracing() and self._foldable():
+            return self._folded_forward(x)
         y = self.square(x) + self.hor(x) + self.ver(x)
         if self.pointwise is not None:
             y = self.pointwise(y)
         return y
+
+    # -- inference: the three branches and their BNs as one conv (ACNet's deployment form) -----------------
+    def _foldable(self) -> bool:
+        return all(bn.running_var is not None for bn in self._norms())
+
+    def _norms(self) -> list[nn.BatchNorm2d]:
+        seqs = [self.square, self.hor, self.ver] + ([self.pointwise] if self.pointwise is not None else [])
+        return [s[1] for s in seqs]
+
+    def folded_weights(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        """The eval-mode block as ``(kernel, bias)`` of one 3x3 conv (+ the pointwise ``(kernel, bias)``).
+
+        Why: at inference BN is affine, so each branch is a conv with a bias, and a 1x3 or 3x1 kernel is a 3x3
+        kernel with zero rows/columns; three convolutions, four BNs and two additions over a full-resolution
+        map become one convolution (three times less memory traffic). The result equals the branch sum up to
+        float rounding. Computed on every call from the current weights (a few hundred small ops), so it never
+        goes stale. Not while tracing for ONNX export: the exported graph keeps the branches (ONNX Runtime folds
+        the BatchNorms itself)."""
+        kernel = bias = None
+        for seq, pad in ((self.square, (0, 0, 0, 0)), (self.hor, (0, 0, 1, 1)), (self.ver, (1, 1, 0, 0))):
+            k, b = _fold_bn(seq[0].weight, seq[1])
+            k = F.pad(k, pad)
+            kernel, bias = (k, b) if kernel is None else (kernel + k, bias + b)
+        pw = None
+        if self.pointwise is not None:
+            pw = _fold_bn(self.pointwise[0].weight, self.pointwise[1])
+        return kernel, bias, pw
+
+    def _folded_forward(self, x: Tensor) -> Tensor:
+        kernel, bias, pw = self.folded_weights()
+        conv = self.square[0]
+        y = F.conv2d(x, kernel, bias, conv.stride, 1, 1, conv.groups)
+        if pw is not None:
+            y = F.conv2d(y, pw[0], pw[1])
+        return y
+
+
+def _fold_bn(weight: Tensor, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """``conv(weight, no bias) -> bn`` (eval) as one conv's ``(kernel, bias)``."""
+    scale = bn.running_var.add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    bias = -bn.running_mean * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias
+    return weight * scale.reshape(-1, 1, 1, 1), bias
 
 
 class MultiKernelBlock(nn.Sequential):
@@ -138,8 +186,10 @@ class ChannelAttention(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        avg = torch.mean(x, dim=(2, 3), keepdim=True)
-        mx = torch.amax(x, dim=(2, 3), keepdim=True)
+        # the pooling ops (not mean/amax over dims 2, 3): the same values, and on channels-last maps amax is a
+        # strided reduction several times slower than adaptive_max_pool2d
+        avg = F.adaptive_avg_pool2d(x, 1)
+        mx = F.adaptive_max_pool2d(x, 1)
         return x * torch.sigmoid(self.mlp(avg) + self.mlp(mx))
 
 

@@ -1,4 +1,5 @@
-"""``distilseg models``: list every registered architecture with its description and parameter count;
+"""``distilseg models``: list every registered architecture with its description and parameter count, then the
+bundled ``zoo:`` models;
 ``distilseg ensemble``: one model artifact from several trained ones (the mean of their logits)."""
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import argparse
 import json
 from typing import Any
 
-__all__ = ["register", "describe_models"]
+__all__ = ["register", "describe_models", "describe_zoo"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
         help="list model architectures",
-        description="List every registered model with its description and parameter count (default arguments).",
+        description="List every registered model with its description and parameter count (default arguments), "
+        "then the bundled models (zoo:NAME) with their architecture, parameters, dataset and validation score.",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list of {name, description, params}")
     parser.add_argument(
@@ -82,6 +84,47 @@ def describe_models(num_classes: int = 19) -> list[dict[str, Any]]:
     return rows
 
 
+_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def describe_zoo() -> list[dict[str, Any]]:
+    """One row per bundled model (``zoo:NAME``): architecture, parameters (counted from the weights file's header,
+    nothing is loaded), the dataset it was trained on and its validation mIoU from its ``config.json``."""
+    from safetensors import safe_open
+
+    from ..zoo import list_zoo, resolve_zoo
+
+    rows: list[dict[str, Any]] = []
+    for name in list_zoo():
+        folder = resolve_zoo(name)
+        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+        params = None
+        weights = folder / "model.safetensors"
+        if weights.is_file():
+            params = 0
+            with safe_open(str(weights), framework="np") as f:
+                for key in f.keys():
+                    if key.endswith(_BUFFERS):  # BatchNorm statistics are buffers, not parameters
+                        continue
+                    n = 1
+                    for d in f.get_slice(key).get_shape():
+                        n *= int(d)
+                    params += n
+        args = config.get("model_args") or {}
+        arch = config.get("architecture", "?")
+        encoder = args.get("encoder")
+        miou = (config.get("metrics") or {}).get("mIoU")
+        rows.append({
+            "name": f"zoo:{name}",
+            "architecture": f"{arch}({encoder})" if encoder else arch,
+            "params": params,
+            "dataset": config.get("dataset"),
+            "split": "val",
+            "mIoU": miou,
+        })
+    return rows
+
+
 def _human(n: int | None) -> str:
     if n is None:
         return "-"
@@ -107,4 +150,17 @@ def run(args: argparse.Namespace) -> int:
         text = r["description"] if "error" not in r else f"{r['description']} [unavailable: {r['error']}]"
         print(f"{r['name']:<{name_w}}  {_human(r['params']):>8}  {text}")
     print(f"({len(rows)} models; parameters counted with {args.num_classes} classes and default arguments)")
+    zoo = describe_zoo()
+    if zoo:
+        w = max(len("BUNDLED MODEL"), *(len(r["name"]) for r in zoo))
+        aw = max(len("ARCHITECTURE"), *(len(r["architecture"]) for r in zoo))
+        print()
+        print(f"{'BUNDLED MODEL':<{w}}  {'ARCHITECTURE':<{aw}}  {'PARAMS':>8}  DATASET  SAME-STREET VAL mIoU")
+        for r in zoo:
+            score = "-" if r["mIoU"] is None else f"{100 * float(r['mIoU']):.1f} %"
+            print(f"{r['name']:<{w}}  {r['architecture']:<{aw}}  {_human(r['params']):>8}  "
+                  f"{str(r['dataset']):<7}  {score}")
+        print("(use them wherever a checkpoint is accepted: --checkpoint zoo:NAME, distilseg.load('zoo:NAME'). "
+              "Their val split shares a street with training frames, so it overstates accuracy on a new street; "
+              "cross-street validation numbers: see the benchmarks page of the documentation)")
     return 0

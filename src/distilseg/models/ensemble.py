@@ -20,6 +20,10 @@ from torch import Tensor, nn
 from ..errors import CheckpointError, UsageError
 from .registry import create_model, register_model
 
+#: most members an ensemble may have: each one is a full network pass per image
+MAX_MEMBERS = 16
+
+
 class Ensemble(nn.Module):
     """Members run on the same input; logits are averaged. ``forward(x, return_features=False)`` follows the
     model contract of ``SegmentationModel`` (each member pads and resizes for itself)."""
@@ -48,6 +52,9 @@ def ensemble(num_classes: int, members: Sequence[dict[str, Any]] | None = None, 
         raise UsageError(f"ensemble: unknown argument(s) {', '.join(sorted(kw))}")
     if not members:
         raise UsageError("ensemble: no members; write an ensemble artifact with `distilseg ensemble A B --out DIR`")
+    if not isinstance(members, (list, tuple)) or len(members) > MAX_MEMBERS:
+        shown = f"{len(members)} members" if isinstance(members, (list, tuple)) else repr(members)
+        raise UsageError(f"ensemble: members must be a list of at most {MAX_MEMBERS} models, got {shown}")
     built = []
     for i, spec in enumerate(members):
         if not isinstance(spec, dict) or not isinstance(spec.get("architecture"), str):

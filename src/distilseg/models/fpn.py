@@ -2,7 +2,7 @@
 Feature Pyramid Networks", the semantic branch; segmentation_models_pytorch's ``FPN`` layout, made lighter).
 
 Why this head: it decodes at 1/4 (or 1/8) of the input and upsamples the logits, so on a CPU it costs a fraction of a
-full-resolution U-Net decoder while still fusing every scale (the probe of issue 12: a full-resolution U-Net
+full-resolution U-Net decoder while still fusing every scale (measured: a full-resolution U-Net
 decoder on EfficientNet-Lite0 ran at 67 ms in ONNX Runtime at 360x480). With ``encoder_depth=4`` the encoder
 is cut after stride 16 (EfficientNet-Lite0 through its 112-channel stage: 0.70M parameters), which makes the
 small students of ``configs/camvid/``.

@@ -22,7 +22,10 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from ..io import atomic_write, atomic_write_text
 from ..artifact import save_artifact
 
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_mIoU", "lr", "skipped_nonfinite")
+# lr: the learning rate the epoch started with; lr_end: after its last step (a finished schedule's final value);
+# step: optimizer steps so far; time_budget (minutes) and budget_steps: a --time-budget run's budget and fixed count
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_mIoU", "lr", "skipped_nonfinite", "step", "lr_end",
+                  "time_budget", "budget_steps")
 LAST_CKPT = "last.ckpt"
 
 
@@ -41,6 +44,15 @@ def history_csv(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_FIELDS})
     return buf.getvalue()
+
+
+def _budget_record(trainer: pl.Trainer) -> dict[str, Any]:
+    from .budget import TimeBudget
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, TimeBudget):
+            return {"time_budget": cb.budget_s / 60.0, "budget_steps": cb.steps}
+    return {}
 
 
 class RunRecorder(Checkpoint):
@@ -128,6 +140,9 @@ class RunRecorder(Checkpoint):
             "lr": _finite_or_none(self._epoch_lr if self._epoch_lr is not None else (
                 trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None)),
             "skipped_nonfinite": int(getattr(pl_module, "skipped_nonfinite", 0)),
+            "step": int(trainer.global_step),
+            "lr_end": _finite_or_none(trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None),
+            **_budget_record(trainer),
         }
         self.history = [r for r in self.history if int(r["epoch"]) < epoch] + [row]
         improved = miou is not None and (self.best_score is None or miou > self.best_score)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
-import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,17 +26,19 @@ from typing import Any, Callable
 
 import yaml
 
-from ..checks import size_pair
+from .. import safe_yaml
+from ..data.groups import check_group_by, check_holdout
 from ..errors import SettingError, UsageError
 from ..io import atomic_write_text, plain_data
-from ..parsing import key_value, parse_key_values
+from ..parsing import parse_key_values
+from .setting_checks import _as_dict, _checked, _kind
 
 __all__ = ["TrainConfig", "DEFAULTS", "RECORDED", "PRECISIONS", "setting", "add_train_arguments",
            "add_setting_arguments", "resolve_config", "eval_size"]
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 # Keys that OUT/config.yaml records but that the run derives again (so a saved config reads back as is).
-RECORDED = ("num_classes",)
+RECORDED = ("num_classes", "budget_steps", "budget_step_seconds")
 _SUPPRESS = argparse.SUPPRESS
 
 
@@ -57,15 +57,16 @@ def _schedulers() -> tuple[str, ...]:
 def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,
             open_low: bool = False, choices: tuple | Callable[[], tuple] | None = None, required: bool = False,
             path: bool = False, flags: tuple[str, ...] = (), flag: str | None = None,
-            metavar: Any = None) -> Any:
+            metavar: Any = None, check: Callable[[Any, str], Any] | None = None) -> Any:
     """A ``TrainConfig`` field: ``default`` and what the flag, the checks and ``--help`` need.
 
     ``low``/``high``: the allowed range (``open_low``: ``low`` itself excluded); ``choices``: allowed names (or a
     function returning them, for lists that live with their code); ``required``: must be given (here or in
     ``--config``); ``path``: a path, kept as text; ``flag``: the flag when it is not ``--name`` (e.g.
-    ``--no-augment`` for a setting that defaults to true); ``flags``: more spellings of the same flag."""
+    ``--no-augment`` for a setting that defaults to true); ``flags``: more spellings of the same flag;
+    ``check``: ``check(value, name)`` -> the value normalised, for rules beyond type and range."""
     meta = dict(help=help, low=low, high=high, open_low=open_low, choices=choices, required=required, path=path,
-                flags=flags, flag=flag, metavar=metavar)
+                flags=flags, flag=flag, metavar=metavar, check=check)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -81,6 +82,14 @@ class TrainConfig:
     dataset_args: dict[str, Any] = setting({}, "dataset options, e.g. level=1 binary=true")
     train_split: str = setting("train", "split(s) to train on; '+' joins splits, e.g. train+val", metavar="SPLIT")
     val_split: str = setting("val", "split to validate on and select the best epoch by", metavar="SPLIT")
+    holdout: str | None = setting(
+        None, "validate on whole groups (streets, cities) held out of the training split, instead of --val-split; "
+        "'each' runs one fold per group into OUT/fold-GROUP/ and pools their confusion matrices in OUT/cv.json",
+        metavar="GROUP[,GROUP]|each", check=check_holdout)
+    group_by: str | None = setting(
+        None, "what names a sample's group: a regex searched in the image path relative to the root, its first "
+        "capture group is the group (default: the dataset's own; CamVid: the sequence prefix)", metavar="REGEX",
+        check=check_group_by)
     model: str | None = setting(None, "architecture (see `distilseg models`)", required=True)
     model_args: dict[str, Any] = setting({}, "architecture options, e.g. depth=4 base_width=32")
     img_size: list[int] = setting([256, 256], "training crop size H W")
@@ -88,6 +97,11 @@ class TrainConfig:
         None, "size validation images are resized to, and the saved model's input size; scores stay at the "
         "labels' native size (default: the training crop size)")
     epochs: int = setting(50, "epochs", low=1)
+    time_budget: float | None = setting(
+        None, "end the whole run (validations and saving included) within MINUTES of wall time: the first steps "
+        "are timed, then the number of optimizer steps is fixed to what fits (at most --epochs epochs) and the lr "
+        "schedule is fitted to it; both are recorded in history.csv and config.yaml, and a resumed run keeps them",
+        low=0.0, open_low=True, metavar="MINUTES")
     batch_size: int = setting(8, "batch size per process", low=1, flags=("--batch",))
     lr: float = setting(1e-3, "learning rate", low=0.0, open_low=True)
     optimizer: str = setting("adam", "optimizer", choices=_optimizers)
@@ -115,7 +129,10 @@ class TrainConfig:
     encoder_lr_mult: float = setting(1.0, "encoder learning rate = lr * F", low=0.0)
     pretrained: str | None = setting(None, "initial weights: imagenet, a hub name, a weights file or a model "
                                      "artifact folder", path=True, metavar="NAME|PATH")
-    resume: bool = setting(False, "continue from OUT/checkpoints/last.ckpt")
+    resume: bool = setting(
+        False, "continue from OUT/checkpoints/last.ckpt with the settings saved in OUT/config.yaml; only --epochs, "
+        "--patience, --num-workers, --no-progress, --val-every, --limit-val-batches, --checkpoint-every-steps, "
+        "--skip-bad and --accelerator may differ, anything else is refused")
     skip_bad: bool = setting(False, "leave out unreadable samples instead of stopping")
     skip_nonfinite: int = setting(0, "skip up to N steps whose loss is NaN/inf (0: stop)", low=0, metavar="N")
     val_every: int = setting(1, "validate every E epochs", low=1, metavar="E")
@@ -123,6 +140,10 @@ class TrainConfig:
                                           low=0, metavar="N")
     augment: bool = setting(True, "no random scale/flip/rotate/color augmentation", flag="--no-augment")
     weather: bool = setting(False, "also add random fog and sun flare to training images")
+    photometric: str = setting(
+        "mild", "colour and camera augmentation: mild (brightness/contrast) or strong (colour jitter down to dusk "
+        "brightness, gamma, blur, sensor noise, JPEG artefacts: for footage from other cameras, hours and cities)",
+        choices=("mild", "strong"))
     progress: bool = setting(True, "no progress bar", flag="--no-progress")
     out: str | None = setting(None, "output folder", required=True, path=True, metavar="DIR")
 
@@ -152,9 +173,14 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def save(self, out: str | Path, num_classes: int | None = None) -> Path:
-        """``OUT/config.yaml``: every setting (what ``--config`` reads back) plus ``num_classes`` for the record."""
+    def save(self, out: str | Path, num_classes: int | None = None, **recorded: Any) -> Path:
+        """``OUT/config.yaml``: every setting (what ``--config`` reads back) plus, for the record, ``num_classes``
+        and any other ``RECORDED`` key given (``budget_steps``, ``budget_step_seconds``)."""
+        unknown = sorted(set(recorded) - set(RECORDED))
+        if unknown:
+            raise ValueError(f"not a recorded key: {unknown[0]!r}")
         data = self.to_dict() if num_classes is None else {**self.to_dict(), "num_classes": int(num_classes)}
+        data.update(recorded)
         return atomic_write_text(Path(out) / "config.yaml", yaml.safe_dump(plain_data(data), sort_keys=False))
 
     @property
@@ -194,105 +220,6 @@ def _setting_name(key: str, origin: dict[str, str] | None) -> str:
         return key
     flag = f"--{key.replace('_', '-')}"
     return f"{origin[key]}: {key} ({flag})" if key in origin else flag
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _kind(hint: Any) -> tuple[Any, bool]:
-    """``int | None`` -> ``(int, True)``; ``list[int]`` -> ``(list, False)``."""
-    optional = False
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        optional = type(None) in args
-        hint = next(a for a in args if a is not type(None))
-    return typing.get_origin(hint) or hint, optional
-
-
-def _checked(v: Any, hint: Any, meta: Any, name: str, key: str) -> Any:
-    origin, optional = _kind(hint)
-    if meta.get("required") and not v:
-        raise SettingError(f"{name} is required" + ("" if name == key else " (on the command line or in --config)"))
-    if v is None and optional:
-        return None
-    if origin is bool:
-        if not isinstance(v, bool):
-            raise SettingError(f"{name} must be true or false, got {v!r}")
-        return v
-    if origin is list:
-        return list(size_pair(v, name))
-    if origin is dict:
-        return _as_dict(v, name)
-    if origin is int:
-        return _checked_int(v, meta, name)
-    if origin is float:
-        return _checked_real(v, meta, name)
-    if meta.get("path"):
-        if not isinstance(v, (str, Path)):
-            raise SettingError(f"{name} must be a path, got {v!r}")
-        return str(v)
-    if not isinstance(v, (str, int, float)):
-        raise SettingError(f"{name} must be a name (text), got {v!r}")
-    choices = meta.get("choices")
-    if choices is not None:
-        choices = choices() if callable(choices) else choices
-        text = str(v) if _is_int(v) else v  # YAML reads `precision: 32` as a number
-        if text not in choices:
-            raise SettingError(f"{name} must be one of {', '.join(choices)}, got {v!r}")
-        return text
-    if not isinstance(v, str):
-        raise SettingError(f"{name} must be a name (text), got {v!r}")
-    return v
-
-
-def _checked_int(v: Any, meta: Any, name: str) -> int:
-    low, high = meta.get("low"), meta.get("high")
-    if not _is_int(v) or (low is not None and v < low):
-        what = "a positive integer" if (low or 0) >= 1 else "a non-negative integer"
-        raise SettingError(f"{name} must be {what}, got {v!r}")
-    if high is not None and v > high:
-        raise SettingError(f"{name} must be at most {high}, got {v!r}")
-    return v
-
-
-def _checked_real(v: Any, meta: Any, name: str) -> float:
-    low, high, open_low = meta.get("low"), meta.get("high"), meta.get("open_low")
-    if isinstance(v, str):  # PyYAML reads 1e-4 (no dot) as text: take what Python reads as a number
-        try:
-            v = float(v)
-        except ValueError:
-            pass
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SettingError(f"{name} must be a number, got {v!r}")
-    if not math.isfinite(v):
-        raise SettingError(f"{name} must be a finite number, got {v!r}")
-    ok = (low is None or (v > low if open_low else v >= low)) and (high is None or v <= high)
-    if not ok:
-        if high is None:
-            want = "must be positive" if open_low else "must not be negative"
-        else:
-            want = f"must be in {'(' if open_low else '['}{low:g}, {high:g}]"
-        raise SettingError(f"{name} {want}, got {v!r}")
-    return float(v)
-
-
-def _as_dict(value: Any, what: str) -> dict[str, Any]:
-    """A mapping (or a list of ``K=V`` texts / pairs, as older files hold) with ``-`` in keys read as ``_``."""
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return {str(k).replace("-", "_"): v for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        pairs = []
-        for item in value:
-            if isinstance(item, str) and "=" in item:
-                item = key_value(item, what)
-            if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)):
-                raise SettingError(f"{what} must be a mapping of KEY: VALUE settings, got {value!r}")
-            pairs.append((item[0].replace("-", "_"), item[1]))
-        return dict(pairs)
-    raise SettingError(f"{what} must be a mapping of KEY: VALUE settings, got {value!r}")
 
 
 DEFAULTS: dict[str, Any] = TrainConfig.defaults()
@@ -344,7 +271,7 @@ def _load_yaml(path: str | Path, known: dict[str, Any]) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: invalid YAML ({exc})") from exc
     if not isinstance(data, dict):

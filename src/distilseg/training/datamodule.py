@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ def _read_weights_file(path: Path, num_classes: int) -> list[float]:
         raise UsageError(f"{path}: class weights must be a list of numbers")
     if len(values) != num_classes:
         raise UsageError(f"{path}: {len(values)} class weights for a dataset with {num_classes} classes")
+    if not all(math.isfinite(v) for v in values):
+        raise UsageError(f"{path}: class weights must be finite numbers, got {values!r}")
     if any(v < 0 for v in values):
         raise UsageError(f"{path}: class weights must not be negative")
     return [float(v) for v in values]
@@ -65,7 +68,8 @@ def build_datasets(cfg: TrainConfig) -> tuple[Any, Any, list[float], list[float]
     mean, std = list(dmod.IMAGENET_MEAN), list(dmod.IMAGENET_STD)
     h, w = cfg.img_size
     if cfg.augment:
-        train_tf = dmod.build_train_transform(img_size=(h, w), mean=mean, std=std, weather=bool(cfg.weather))
+        train_tf = dmod.build_train_transform(img_size=(h, w), mean=mean, std=std, weather=bool(cfg.weather),
+                                              photometric=cfg.photometric)
     else:
         train_tf = dmod.build_train_transform(
             img_size=(h, w), mean=mean, std=std, scale=(1.0, 1.0), hflip=False, rotate=0, color=False
@@ -74,15 +78,55 @@ def build_datasets(cfg: TrainConfig) -> tuple[Any, Any, list[float], list[float]
     opts = dict(cfg.dataset_args)
     train_split, val_split = cfg.train_split, cfg.val_split
     train_ds = dmod.create_dataset(cfg.dataset, root=cfg.root, split=train_split, transform=train_tf, **opts)
+    if cfg.holdout:
+        train_ds, val_ds = _hold_out(cfg, train_ds, dmod.create_dataset(
+            cfg.dataset, root=cfg.root, split=train_split, transform=eval_tf, **opts))
+        return train_ds, val_ds, mean, std
     val_ds = dmod.create_dataset(cfg.dataset, root=cfg.root, split=val_split, transform=eval_tf, **opts)
     if len(train_ds) == 0:
         raise DataError(f"dataset {cfg.dataset} ({cfg.root}): the training split has no samples")
+    _warn_shared_groups(cfg, train_ds, val_ds)
     shared = sorted(set(val_split.split("+")) & set(train_split.split("+")))
     if shared:
         print(f"distilseg: note: the validation split {val_split!r} overlaps the training split {train_split!r} "
               f"({'+'.join(shared)}): its scores are no held-out estimate and best/ is chosen on training data "
               f"(with a schedule fixed in advance take last/; --patience stops on training data too)")
     return train_ds, val_ds, mean, std
+
+
+def _hold_out(cfg: TrainConfig, train_ds: Any, pool: Any) -> tuple[Any, Any]:
+    """``--holdout G``: the training split less the frames of G, and those frames as the validation split."""
+    from ..data.groups import group_pattern, parse_group_list, select_groups
+
+    groups = parse_group_list(cfg.holdout)
+    if groups == ["each"]:
+        raise UsageError("--holdout each runs one fold per group: it is handled by the train/distill command, "
+                         "not by one run (give a group name)")
+    pattern = group_pattern(train_ds, cfg.group_by)
+    if pattern is None:
+        raise UsageError(f"--holdout: dataset {cfg.dataset!r} has no default grouping; give --group-by REGEX")
+    select_groups(train_ds, groups, pattern, keep=False)
+    select_groups(pool, groups, pattern, keep=True)
+    if len(train_ds) == 0:
+        raise UsageError(f"--holdout {cfg.holdout}: nothing is left to train on in split {train_ds.split!r}")
+    print(f"distilseg: holding out {','.join(groups)} ({len(pool)} frames of split {pool.split!r}) for validation; "
+          f"training on the other {len(train_ds)}")
+    return train_ds, pool
+
+
+def _warn_shared_groups(cfg: TrainConfig, train_ds: Any, val_ds: Any) -> None:
+    """One line when the validation split holds frames of groups (streets, cities) that training holds too."""
+    from ..data.groups import group_pattern, overlap_warning, shared_groups
+
+    pattern = group_pattern(train_ds, cfg.group_by)
+    if pattern is None:
+        return
+    try:
+        shared = shared_groups(train_ds, val_ds, pattern)
+    except DataError:  # a file name the grouping does not match: no warning rather than a failed run
+        return
+    if shared:
+        print(overlap_warning(shared, train_ds.split, val_ds.split))
 
 
 def quick_check(ds: Any, skip_bad: bool, substitute: str = "replace", like: Any = None) -> Any:

@@ -239,10 +239,11 @@ class SegModule(pl.LightningModule):
         )
         opt = build_optimizer(s["optimizer"], groups, float(s["lr"]))
         total = int(self.trainer.estimated_stepping_batches)
-        epochs = max(1, int(self.trainer.max_epochs or 1))
-        per_epoch = max(1, total // epochs)
+        per_epoch = max(1, total // max(1, int(self.trainer.max_epochs or 1)))
+        self.schedule_length = {"total": total}  # a time budget shortens it (training.budget)
         sched = build_scheduler(
-            opt, s["scheduler"], total, per_epoch, float(s.get("warmup_epochs", 0.0)), float(s.get("gamma", 0.9))
+            opt, s["scheduler"], total, per_epoch, float(s.get("warmup_epochs", 0.0)), float(s.get("gamma", 0.9)),
+            self.schedule_length,
         )
         if sched is None:
             return opt

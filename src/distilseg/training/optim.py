@@ -168,17 +168,23 @@ def build_scheduler(
     steps_per_epoch: int,
     warmup_epochs: float = 0.0,
     gamma: float = 0.9,
+    length: dict[str, int] | None = None,
 ) -> dict[str, Any] | None:
-    """A Lightning ``lr_scheduler`` config stepped every optimizer step (None for ``none``)."""
+    """A Lightning ``lr_scheduler`` config stepped every optimizer step (None for ``none``).
+
+    ``length``: a mutable ``{"total": N}`` read at every step instead of ``total_steps``; a time budget
+    (``training.budget``) sets it once it has timed the first steps, so the schedule ends where the run does."""
     name = name.lower()
     if name not in SCHEDULERS:
         raise UsageError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
     if name == "none":
         return None
     warmup_steps = int(round(float(warmup_epochs) * steps_per_epoch))
+    if length is None:
+        length = {"total": int(total_steps)}
 
     def fn(step: int) -> float:
-        return lr_multiplier(name, step, total_steps, steps_per_epoch, warmup_steps, gamma)
+        return lr_multiplier(name, step, length["total"], steps_per_epoch, warmup_steps, gamma)
 
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
     return {"scheduler": sched, "interval": "step", "frequency": 1, "name": "lr"}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -82,7 +83,12 @@ def _is_rank0() -> bool:
 
 def train(cfg: TrainConfig) -> Path:
     """Train one model per ``cfg`` (the ``distilseg train`` command from Python); returns OUT, which holds best/
-    and last/ (model artifacts), checkpoints/last.ckpt (resume state), history.csv and config.yaml."""
+    and last/ (model artifacts), checkpoints/last.ckpt (resume state), history.csv and config.yaml. With
+    ``holdout="each"``: one run per group in OUT/fold-GROUP/, pooled in OUT/cv.json (``training.folds``)."""
+    from .folds import is_each, run_folds
+
+    if is_each(cfg):
+        return run_folds(cfg, run_training)
     return run_training(cfg)
 
 
@@ -184,7 +190,7 @@ def _interrupted_error(signum: int, out: Path, recorder: Any) -> Exception:
 def _run_training(cfg: TrainConfig, distiller: Any = None, extra_callbacks: list | None = None) -> Path:
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from ..losses import build_loss
@@ -193,6 +199,7 @@ def _run_training(cfg: TrainConfig, distiller: Any = None, extra_callbacks: list
 
     import warnings
 
+    started = time.perf_counter()
     for msg in (".*smaller than the logging interval.*", ".*LeafSpec.*is deprecated.*",
                 ".*`training_step` returned `None`.*", ".*does not have many workers.*"):
         warnings.filterwarnings("ignore", message=msg)
@@ -207,6 +214,9 @@ def _run_training(cfg: TrainConfig, distiller: Any = None, extra_callbacks: list
                 f"another --out (nothing was changed)"
             )
         resume_from = ckpt
+        from .resume import check_resume_settings
+
+        check_resume_settings(cfg.to_dict(), out)  # before anything is written
     else:
         _refuse_finished_without_state(out, ckpt)
         if cfg.resume and rank0:
@@ -242,17 +252,23 @@ def _run_training(cfg: TrainConfig, distiller: Any = None, extra_callbacks: list
         "ignore_index": ignore_index,
         "dataset": cfg.dataset,
         "dataset_args": cfg.dataset_args,
+        # which frames trained it: a teacher for a held-out fold must not have seen that fold's group
+        "train_split": cfg.train_split,
+        "holdout": cfg.holdout,
     }
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out, num_classes)
     recorder = RunRecorder(out, artifact_config, every_n_steps=cfg.checkpoint_every_steps)
     callbacks: list = [recorder, LearningRateMonitor(logging_interval="epoch")]
-    if cfg.progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    if cfg.progress:  # a bar on a terminal, one line per epoch in a log file
+        from ..progress import training_progress_callback
+
+        callbacks.append(training_progress_callback(refresh_rate=1))
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor="val_mIoU", mode="max", patience=cfg.patience,
                                        check_finite=False))
+    callbacks += _budget_callbacks(cfg, started, num_classes, rank0)
     callbacks += list(extra_callbacks or [])
     # a new version folder per launch: a resumed run must not erase the logs of the run it continues
     loggers = [CSVLogger(str(out), name="logs"), TensorBoardLogger(str(out), name="tensorboard")]
@@ -304,8 +320,30 @@ def _run_training(cfg: TrainConfig, distiller: Any = None, extra_callbacks: list
     return out
 
 
+def _budget_callbacks(cfg: TrainConfig, started: float, num_classes: int, rank0: bool) -> list:
+    """``--time-budget``: the step planner (``training.budget``)."""
+    if not cfg.time_budget:
+        return []
+    from .budget import TimeBudget
+
+    minutes = float(cfg.time_budget)
+
+    def fixed(steps: int, step_s: float) -> None:
+        if rank0:
+            cfg.save(cfg.out, num_classes, budget_steps=steps, budget_step_seconds=round(step_s, 4))
+            print(f"time budget {minutes:g} min: {steps} optimizer steps ({step_s:.3f} s per step measured); "
+                  f"the {cfg.scheduler} schedule is fitted to them")
+
+    return [TimeBudget(minutes, started, fixed, checkpoint_every=cfg.checkpoint_every_steps)]
+
+
 def run_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
+    from .folds import is_each
+
+    if is_each(cfg):
+        train(cfg)
+        return 0
     out = run_training(cfg)
     best = out / "best"
     print(f"distilseg train: done; best model in {best}, resume state in {out / LAST_CKPT_REL}")

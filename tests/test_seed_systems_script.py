@@ -1,0 +1,76 @@
+"""benchmarks/seed_systems.py: its commands and the JSON it assembles from run folders (fake ones: the real table
+takes hours of CPU)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_systems.py"
+
+
+@pytest.fixture(scope="module")
+def seed():
+    spec = importlib.util.spec_from_file_location("seed_systems", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_run(run: Path, miou: float, steps: int, minutes: float) -> None:
+    (run / "best").mkdir(parents=True)
+    (run / "best" / "config.json").write_text("{}")
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text(json.dumps(
+        {"mIoU": miou, "per_class": [{"name": "Sky", "iou": 0.9}, {"name": "Road", "iou": miou}]}))
+    (run / "history.csv").write_text(
+        "epoch,train_loss,val_loss,val_mIoU,lr,skipped_nonfinite,step,lr_end,time_budget,budget_steps\n"
+        f"1,1.0,1.0,0.1,0.001,0,{steps // 2},0.0005,30.0,\n"
+        f"2,0.5,0.5,{miou},0.0005,0,{steps},0.0,30.0,{steps}\n")
+    (run / "latency.json").write_text(json.dumps({"params": 1000, "gflops": 1.5, "ort_fp32_ms": 10.0,
+                                                  "ort_int8_ms": 5.0}))
+
+
+def test_rows_and_table_from_run_folders(seed, tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    for name, miou, steps in (("msa_unet", 0.5, 40), ("msa_unet_student", 0.3, 90), ("msa_unet_student_kd", 0.35, 80)):
+        _fake_run(runs / name, miou, steps, 30.0)
+        seed.add_minutes(runs / name, 20.0, done=False)
+        seed.add_minutes(runs / name, 10.5, done=True)  # a resumed run: the minutes add up
+    out = tmp_path / "seed_systems.json"
+    assert seed.main(["--runs", str(runs), "--models", "msa_unet_student_kd,msa_unet,msa_unet_student",
+                      "--json", str(out), "--budget", "30"]) == 0
+    table = json.loads(out.read_text())
+    assert table["budget_minutes"] == 30.0 and table["img_size"] == [256, 320]
+    assert "0001TP" in table["val_split"]
+    assert [r["model"] for r in table["rows"]] == ["msa_unet", "msa_unet_student", "msa_unet_student_kd"]
+    kd = table["rows"][2]
+    assert kd == {"model": "msa_unet_student_kd", "kd": True, "init": seed.MODELS["msa_unet_student_kd"][2],
+                  "val_mIoU": 0.35, "params": 1000, "gflops": 1.5, "minutes": 30.5, "steps": 80,
+                  "budget_steps": 80, "ort_fp32_ms": 10.0, "ort_int8_ms": 5.0,
+                  "per_class": {"Sky": 0.9, "Road": 0.35}}
+    assert table["rows"][0]["kd"] is False and table["rows"][0]["init"] == "scratch"
+
+
+def test_dry_run_prints_the_commands(seed, tmp_path: Path, capsys) -> None:
+    assert seed.main(["--dry-run", "--runs", str(tmp_path), "--budget", "5", "--models",
+                      "msa_unet_student_kd,msa_unet,danet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6
+    train = [line for line in lines if " eval " not in line]
+    assert " train " in train[0] and "--model msa_unet " in train[0] + " "
+    assert "--pretrained imagenet" in train[1] and "encoder=efficientnet_lite2" in train[1]
+    kd = train[2]  # the KD row comes after its teacher's
+    assert " distill " in kd and f"--teacher {tmp_path / 'msa_unet' / 'best'}" in kd and "--kd original" in kd
+    for line in train:
+        assert "--time-budget 5 " in line and "--train-split train+val --holdout 0001TP" in line
+        assert "--img-size 256 320" in line and "--resume" in line
+    assert all("--split train+val --holdout 0001TP" in line for line in lines if " eval " in line)
+
+
+def test_unknown_model_is_refused(seed, capsys) -> None:
+    with pytest.raises(SystemExit):
+        seed.main(["--dry-run", "--models", "nope"])
+    assert "unknown model(s) nope" in capsys.readouterr().err
