@@ -10,6 +10,8 @@ from distilseg.cli import build_parser
 from distilseg.distill.compress import Compressor
 from distilseg.distill.compress_settings import PRESETS, settings_from_args
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "camvid"
 RECIPE_KEYS = ("model", "model_args", "pretrained", "img_size", "eval_size", "batch_size", "optimizer", "lr",
                "weight_decay", "scheduler", "warmup_epochs", "loss", "class_weights", "precision", "channels_last",

@@ -20,6 +20,8 @@ import pytest
 
 from distilseg.cli import main
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
 SYN = ["--dataset", "synthetic", "--dataset-args", "num_images=4", "size=[32,48]"]
 TRAIN = ["train", *SYN, "--model", "unet", "--model-args", "depth=2", "base_width=4", "--img-size", "32", "48",
          "--batch-size", "2", "--epochs", "1", "--limit-train-batches", "1", "--num-workers", "0",

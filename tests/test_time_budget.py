@@ -16,6 +16,8 @@ from distilseg.errors import UsageError
 from distilseg.io import safe_torch_load
 from test_train_support import tiny_cfg
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
 DATA = {"num_images": 16, "size": [32, 48]}  # 4 steps per epoch at batch 4
 
 

@@ -345,7 +345,8 @@ class Compressor:
         def count(split: str) -> int:
             return len(create_dataset(self.s["dataset"], root=self.s["root"], split=split, **self.s["dataset_args"]))
 
-        todo = {k: v for k, v in plan(self.s, int(self.num_classes), count("train"), count("val")).items()
+        train_split = dict(self.s.get("train") or {}).get("train_split", "train")
+        todo = {k: v for k, v in plan(self.s, int(self.num_classes), count(train_split), len(self._eval_dataset())).items()
                 if not (isinstance(self.state.get(k), dict) and self.state[k].get("done"))}
         self.estimates = todo
         for line in format_plan(todo):
