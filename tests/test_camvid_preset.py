@@ -10,8 +10,6 @@ from distilseg.cli import build_parser
 from distilseg.distill.compress import Compressor
 from distilseg.distill.compress_settings import PRESETS, settings_from_args
 
-pytestmark = pytest.mark.usefixtures("run_config_check")
-
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "camvid"
 RECIPE_KEYS = ("model", "model_args", "pretrained", "img_size", "eval_size", "batch_size", "optimizer", "lr",
                "weight_decay", "scheduler", "warmup_epochs", "loss", "class_weights", "precision", "channels_last",
@@ -23,8 +21,9 @@ def _stage_cfgs(tmp_path: Path, *extra: str) -> tuple[dict, dict, Compressor]:
                                       "camvid-cpu", *extra, "--out", str(tmp_path / "out")])
     s = settings_from_args(args)
     comp = Compressor(tmp_path / "out", s)
-    teacher = comp._train_cfg(s["teacher_model"], s["teacher_args"], tmp_path / "t", s["teacher_epochs"], "teacher")
-    student = comp._train_cfg(s["student_model"], s["student_args"], tmp_path / "s", s["epochs"])
+    teacher = comp._train_cfg(s["teacher_model"], s["teacher_args"], tmp_path / "t", s["teacher_epochs"],
+                              "teacher").to_dict()
+    student = comp._train_cfg(s["student_model"], s["student_args"], tmp_path / "s", s["epochs"]).to_dict()
     return teacher, student, comp
 
 
