@@ -97,7 +97,7 @@ def test_interrupted_budget_run_resumes_with_its_step_count(tmp_path: Path, sche
 def test_time_budget_must_be_positive(tmp_path: Path) -> None:
     from distilseg.training.config import TrainConfig
 
-    with pytest.raises(UsageError, match="--time-budget must be positive"):
+    with pytest.raises(UsageError, match="time_budget must be positive"):
         TrainConfig.from_dict(tiny_cfg(tmp_path / "run", time_budget=0))
 
 
@@ -120,7 +120,7 @@ def test_quick_preset_budgets_every_stage_within_15_minutes(tmp_path: Path) -> N
     comp = Compressor(tmp_path / "c", s)
     for stage in ("teacher", "student", "kd_student"):
         cfg = comp._train_cfg("unet", {}, tmp_path / "c" / stage, 3)
-        assert cfg["time_budget"] == s["time_budget"][stage] and cfg["epochs"] == 3
+        assert cfg.time_budget == s["time_budget"][stage] and cfg.epochs == 3
 
 
 def test_compress_time_budget_rescales_and_epochs_take_over(tmp_path: Path) -> None:

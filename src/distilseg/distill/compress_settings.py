@@ -178,7 +178,7 @@ def _time_budget(s: dict[str, Any], args: argparse.Namespace) -> dict[str, float
     from .compress_plan import stage_budgets
 
     total = getattr(args, "time_budget", None)
-    if total is not None and not total > 0:
+    if total is not None and not (math.isfinite(total) and total > 0):
         raise UsageError(f"--time-budget must be a positive number of minutes, got {total:g}")
     try:
         budget = stage_budgets(s.get("time_budget"), total, f"--preset {args.preset}")
