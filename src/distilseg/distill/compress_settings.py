@@ -108,7 +108,8 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--plan-only", action="store_true",
                    help="print each stage's estimated wall time on this CPU and stop (nothing is trained)")
     p.add_argument("--no-ort-fp32", action="store_true", help="skip the onnxruntime fp32 row of the KD student")
-    add_setting_arguments(p, TrainConfig, list(SPLIT_SETTINGS))  # they go to every stage's `train` section
+    # they go to every stage's `train` section, over the preset's (camvid-cpu trains on train+val)
+    add_setting_arguments(p, TrainConfig, list(SPLIT_SETTINGS), defaults={"train_split": None})
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     return p
 
