@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from distilseg.engine.artifact import load_artifact, save_artifact
+from distilseg.artifact import load_artifact, save_artifact
 from distilseg.zoo import ZOO_DIR
 
 

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from distilseg.data import create_dataset
-    from distilseg.engine.segmenter import load
+    from distilseg.inference.segmenter import load
     from distilseg.export.bench import benchmark
     from distilseg.export.onnx_export import export_checkpoint
     from distilseg.metrics import metrics_from_confusion

@@ -19,7 +19,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     from distilseg.export.bench import benchmark
-    from distilseg.export.commands import parse_model_args
+    from distilseg.parsing import parse_key_values
     from distilseg.export.onnx_export import export_onnx
     from distilseg.models import create_model
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.manual_seed(0)
-    model = create_model(args.model, args.num_classes, **parse_model_args(args.model_args)).eval()
+    model = create_model(args.model, args.num_classes, **parse_key_values(args.model_args, "--model-args")).eval()
     size = tuple(args.img_size)
     common = dict(img_size=size, threads=args.threads, runs=args.runs, warmup=args.warmup)
     with tempfile.TemporaryDirectory() as td:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = summary[best_ort]["latency_ms_median"] / summary["torch"]["latency_ms_median"]
     print(json.dumps({
         "model": args.model,
-        "model_args": parse_model_args(args.model_args),
+        "model_args": parse_key_values(args.model_args, "--model-args"),
         "img_size": list(size),
         "threads": args.threads,
         "runs": args.runs,

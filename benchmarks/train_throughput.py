@@ -22,8 +22,9 @@ from pathlib import Path
 
 
 def lightning_rate(args: argparse.Namespace, out: Path) -> float:
-    from distilseg.engine.callbacks import StepTimer
-    from distilseg.engine.train import DEFAULTS, run_training
+    from distilseg.training.callbacks import StepTimer
+    from distilseg.training.config import DEFAULTS
+    from distilseg.training.train import run_training
 
     cfg = dict(DEFAULTS)
     cfg.update(

@@ -5,7 +5,7 @@ Makes a 1080p clip from CamVid validation frames (upscaled 480x360 -> 1920x1080,
 a fixed size because INT8 quantization of the dynamic-size graph fails in onnxruntime's symbolic shape
 inference; 360x640 is exactly the keep-ratio size of a 1080p frame at short side 360),
 then times ``distilseg predict CLIP --checkpoint KD_INT8.onnx --resize keep-ratio --short-side 360 --out OUT``:
-decode, inference at 360x640, labels to 1080p, overlay + legend, H.264 encode (``engine/video.py``: a
+decode, inference at 360x640, labels to 1080p, overlay + legend, H.264 encode (``apps/video.py``: a
 decode -> network -> encode thread pipeline). Besides the end-to-end FPS, the JSON holds the per-stage busy
 time per frame reported by ``segment_video`` (the stages overlap, so they add up to more than the wall time)
 and the pixel agreement of the video label maps (argmax at network resolution, nearest upsampling) with
@@ -58,7 +58,8 @@ def agreement(onnx: Path, clip: Path, frames: int, short_side: int, work: Path) 
     from PIL import Image
 
     from distilseg import load
-    from distilseg.engine.video import FrameSource, open_video, segment_video
+    from distilseg.apps.video import segment_video
+    from distilseg.apps.video_io import FrameSource, open_video
 
     seg = load(onnx)
     seg.set_inference(resize="keep-ratio", short_side=short_side)
@@ -77,7 +78,8 @@ def agreement(onnx: Path, clip: Path, frames: int, short_side: int, work: Path) 
 def profile_serial(onnx: Path, clip: Path, short_side: int, work: Path) -> dict:
     """The video stages one after the other (``segment_video(..., pipeline=False)``): per-stage costs."""
     from distilseg import load
-    from distilseg.engine.video import open_video, segment_video
+    from distilseg.apps.video import segment_video
+    from distilseg.apps.video_io import open_video
 
     seg = load(onnx)
     seg.set_inference(resize="keep-ratio", short_side=short_side)
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
            str(args.short_side), "--out", str(out)]
     import statistics
 
-    import distilseg.engine.video as video
+    import distilseg.apps.video as video
 
     load_before = os.getloadavg()[0]
     runs: list[dict] = []

@@ -39,26 +39,19 @@ def camvid_root(shared_datasets: Path) -> Path:
     return path
 
 
-# ---- every OUT/config.yaml a run writes in this suite reproduces that run's settings ------------------
+# ---- every OUT/config.yaml a run writes reproduces that run's settings ----------------------------------------
 #
-# `run_training` writes the run's resolved settings to OUT/config.yaml (engine.config.save_config). For every such
-# file written during the session, the check below reads it back exactly as `distilseg train|distill --config
+# A test that runs training (in-process or in a subprocess) asks for the ``run_config_check`` fixture (most do it
+# for the whole file: ``pytestmark = pytest.mark.usefixtures("run_config_check")``). When the test ends, the
+# fixture finds the run configs (config.yaml with the recorded ``num_classes`` and ``out``) written under the
+# session's temporary folder during the test, reads each back exactly as `distilseg train|distill --config
 # OUT/config.yaml --out OUT` would (build_parser + resolve_config, with distill's settings when the file has
-# them) and compares the resolved settings with the saved ones key by key. A mismatch (or a file that does not
-# read back) fails the test phase (setup/call/teardown) that wrote it, naming the key.
-#   * in-process runs: save_config is wrapped (in engine.config and in every distilseg module that imported it
-#     by name), so each write is checked right after it happens;
-#   * runs in subprocesses (test_resume, test_run_safety, test_ddp, ...): a test phase that started a subprocess
-#     is followed by a scan of the session's temporary folder for run configs (config.yaml with the recorded
-#     `num_classes`) written during that phase.
-# Normalised, as documented in engine.config: `num_classes` (RECORDED: derived again by the run, not read back)
+# them) and compares the resolved settings with the saved ones key by key; a mismatch (or a file that does not
+# read back) fails the test, naming the key. Nothing is patched. At the end of the session, a run config that no
+# test checked (a test that trains without asking for the fixture) fails the session, naming the file.
+# Normalised, as documented in training.config: `num_classes` (RECORDED: derived again by the run, not read back)
 # and `out`, which the re-run is given as the folder holding the file, so the two are compared as paths.
-# No test is excluded: no test in the suite writes a broken OUT/config.yaml on purpose.
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-_REPRO: dict = {"files": 0, "train": 0, "distill": 0, "subprocess": 0, "failed": 0, "problems": [],
-                "spawned": False, "checked": set(), "since": 0, "config": None}
+_REPRO: dict = {"files": 0, "train": 0, "distill": 0, "failed": 0, "checked": set(), "config": None}
 
 
 def _same(a, b) -> bool:
@@ -73,30 +66,41 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-def check_saved_config(path, cwd=None) -> list[str]:
+def _same_folder(saved_out, folder: Path) -> bool:
+    """A relative saved ``out`` was relative to the run's working folder, which is gone by now: it names
+    ``folder`` when it is that folder's tail."""
+    if saved_out is None:
+        return False
+    mine = Path(str(saved_out))
+    if mine.is_absolute():
+        return mine.resolve() == folder
+    parts = [x for x in mine.parts if x not in (".", "")]
+    return not parts or list(folder.parts[-len(parts):]) == parts
+
+
+def check_saved_config(path) -> list[str]:
     """Mismatches between ``path`` and its re-read (see ``_check``), one line per key; [] when they agree."""
-    return _check(path, cwd)[1]
+    return _check(path)[1]
 
 
-def _check(path, cwd=None) -> tuple[str, list[str]]:
-    """The command, and the mismatches between ``path`` (an OUT/config.yaml) and what ``distilseg train|distill --config path --out
-    OUT`` resolves it to, one line per key; [] when they agree. ``cwd``: the folder a relative saved ``out``
-    was relative to (default: the current one)."""
+def _check(path) -> tuple[str, list[str]]:
+    """The command, and the mismatches between ``path`` (an OUT/config.yaml) and what ``distilseg train|distill
+    --config path --out OUT`` resolves it to, one line per key; [] when they agree."""
     import yaml
 
     from distilseg.cli import build_parser
-    from distilseg.distill.commands import DISTILL_DEFAULTS
-    from distilseg.engine.config import RECORDED, resolve_config
+    from distilseg.distill.api import DistillConfig
+    from distilseg.training.config import RECORDED, TrainConfig, resolve_config
     from distilseg.errors import DistilsegError
 
     path = Path(path).resolve()
     saved = yaml.safe_load(path.read_text())
     if not isinstance(saved, dict):
         return "train", [f"{path}: not a mapping of settings"]
-    command = "distill" if set(saved) & set(DISTILL_DEFAULTS) else "train"
+    command = "distill" if set(saved) & DistillConfig.own_settings() else "train"
     try:
         args = build_parser().parse_args([command, "--config", str(path), "--out", str(path.parent)])
-        cfg = resolve_config(args, extra=DISTILL_DEFAULTS if command == "distill" else None)
+        cfg = resolve_config(args, DistillConfig if command == "distill" else TrainConfig).to_dict()
     except (DistilsegError, SystemExit) as exc:
         return command, [f"{path}: `distilseg {command} --config` does not read it back: {exc}"]
     problems = []
@@ -104,124 +108,112 @@ def _check(path, cwd=None) -> tuple[str, list[str]]:
         if key not in saved:
             problems.append(f"{path}: key {key!r} is not saved (the re-run would use {cfg[key]!r})")
             continue
-        mine, again = saved[key], cfg[key]
-        if key == "out":
-            base = Path(cwd) if cwd is not None else Path.cwd()
-            mine = None if mine is None else str((base / str(mine)).resolve())
-            again = str(Path(again).resolve())
-        if not _same(mine, again):
+        same = _same_folder(saved[key], path.parent) if key == "out" else _same(saved[key], cfg[key])
+        if not same:
             problems.append(f"{path}: key {key!r} saved as {saved[key]!r} but `distilseg {command} --config` "
                             f"resolves it to {cfg[key]!r}")
     return command, problems
 
 
-def _record(path, cwd=None) -> None:
-    path = Path(path).resolve()
-    try:
-        command, problems = _check(path, cwd)
-        _REPRO[command] += 1
-    except Exception as exc:  # noqa: BLE001 - the checker must never break the run it checks
-        problems = [f"{path}: could not be checked: {type(exc).__name__}: {exc}"]
-    _REPRO["files"] += 1
-    _REPRO["checked"].add((str(path), path.stat().st_mtime_ns if path.exists() else 0))
-    _REPRO["problems"].extend(problems)
+_RUN_INTERNALS = {"logs", "tensorboard", "checkpoints", "best", "last"}  # folders a run writes: no configs there
 
 
-def _install_config_check() -> None:
-    import sys
+def _run_configs(tops: list[Path] | None = None) -> list[Path]:
+    """Run configs (config.yaml with the recorded ``num_classes`` and ``out``) under the session's temporary
+    folder (or only under ``tops``, folders in it) that are not checked yet (a run that rewrites its config is
+    checked again)."""
+    import yaml
 
-    import distilseg.cli  # noqa: F401 - the command modules
-    import distilseg.engine.config as config
-    import distilseg.engine.train  # noqa: F401 - imports save_config by name
+    found: list[Path] = []
+    if tops is None:
+        root = _basetemp()
+        tops = [root] if root is not None else []
+    for top in tops:
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if d not in _RUN_INTERNALS]
+            if "config.yaml" not in files:
+                continue
+            path = Path(folder, "config.yaml").resolve()
+            try:
+                stamp = path.stat().st_mtime_ns
+                if (str(path), stamp) in _REPRO["checked"]:
+                    continue
+                saved = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(saved, dict) and "num_classes" in saved and "out" in saved:
+                found.append(path)
+    return found
 
-    original = config.save_config
-    if getattr(original, "_repro_checked", False):
-        return
 
-    def save_config(cfg, out):
-        written = original(cfg, out)
-        _record(written)
-        return written
+def _basetemp() -> Path | None:
+    factory = getattr(_REPRO.get("config"), "_tmp_path_factory", None)
+    root = factory.getbasetemp() if factory else None
+    return Path(root) if root is not None and Path(root).is_dir() else None
 
-    save_config._repro_checked = True
-    for name, module in list(sys.modules.items()):
-        if name.split(".")[0] == "distilseg" and getattr(module, "save_config", None) is original:
-            module.save_config = save_config
 
-    popen_init = subprocess.Popen.__init__
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before a test module's first test (and its fixtures): note the temporary folders already there."""
+    module = getattr(item.module, "__name__", None)
+    if _REPRO.get("module") != module:
+        root = _basetemp()
+        _REPRO.update(module=module, before={p.name for p in root.iterdir()} if root is not None else set())
 
-    def init(self, *args, **kwargs):
-        _REPRO["spawned"] = True
-        return popen_init(self, *args, **kwargs)
 
-    subprocess.Popen.__init__ = init
+def _module_folders() -> list[Path]:
+    """The session's temporary folders made since the current test module's first test began (its tests'
+    tmp_path and its fixtures' mktemp folders): where its runs write. Walking only these keeps the check
+    cheap; a run written anywhere else is still found by the end-of-session check."""
+    root = _basetemp()
+    if root is None:
+        return []
+    return [p for p in root.iterdir() if p.name not in _REPRO.get("before", set()) and p.is_dir()]
+
+
+def check_run_configs(tops: list[Path] | None = None) -> list[str]:
+    """Check every run config not checked yet (under ``tops``, default: anywhere); the mismatches, one line
+    per key."""
+    problems: list[str] = []
+    for path in _run_configs(tops):
+        try:
+            command, found = _check(path)
+            _REPRO[command] += 1
+        except Exception as exc:  # noqa: BLE001 - the checker must never break the run it checks
+            found = [f"{path}: could not be checked: {type(exc).__name__}: {exc}"]
+        _REPRO["files"] += 1
+        _REPRO["checked"].add((str(path), path.stat().st_mtime_ns))
+        problems.extend(found)
+    return problems
 
 
 def pytest_configure(config):
-    _install_config_check()
     _REPRO["config"] = config
 
 
-def _scan_subprocess_runs() -> None:
-    """config.yaml files that runs in subprocesses wrote during this phase (the in-process ones are checked)."""
-    import yaml
-
-    factory = getattr(_REPRO.get("config"), "_tmp_path_factory", None)
-    root, since = (factory.getbasetemp() if factory else None), _REPRO["since"]
-    if root is None or not Path(root).is_dir():
-        return
-    for folder, _dirs, files in os.walk(root):
-        if "config.yaml" not in files:
-            continue
-        path = Path(folder, "config.yaml").resolve()
-        try:
-            stamp = path.stat().st_mtime_ns
-            if stamp < since or (str(path), stamp) in _REPRO["checked"]:
-                continue
-            saved = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if isinstance(saved, dict) and "num_classes" in saved and "out" in saved:  # written by a run
-            _REPRO["subprocess"] += 1
-            _record(path)
-
-
-def _checked_phase():
-    _REPRO.update(problems=[], spawned=False, checked=set(), since=time.time_ns() - 50_000_000)
-    try:
-        result = yield
-    finally:
-        if _REPRO["spawned"]:
-            _scan_subprocess_runs()
-        problems = _REPRO["problems"]
-        _REPRO["problems"] = []
+@pytest.fixture
+def run_config_check():
+    """After the test: every OUT/config.yaml its runs wrote reads back through the CLI to the same settings."""
+    yield
+    problems = check_run_configs(_module_folders())
     if problems:
         _REPRO["failed"] += len(problems)
         pytest.fail("OUT/config.yaml does not reproduce its run:\n" + "\n".join(problems), pytrace=False)
-    return result
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item):
-    return (yield from _checked_phase())
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    return (yield from _checked_phase())
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    return (yield from _checked_phase())
+def pytest_sessionfinish(session, exitstatus):
+    unchecked = _run_configs()
+    if unchecked:
+        print("\nrun configs written by tests that do not ask for the run_config_check fixture:\n  "
+              + "\n  ".join(map(str, unchecked)))
+        session.exitstatus = 1
 
 
 def pytest_terminal_summary(terminalreporter):
     r = _REPRO
     terminalreporter.write_line(
         f"config reproduce check: {r['files']} OUT/config.yaml files of runs read back through the CLI "
-        f"({r['train']} train, {r['distill']} distill; {r['subprocess']} written by runs in subprocesses), "
-        f"{r['failed']} mismatches")
+        f"({r['train']} train, {r['distill']} distill), {r['failed']} mismatches")
 
 
 @pytest.fixture
@@ -232,5 +224,5 @@ def config_reproduce_check():
 
 @pytest.fixture
 def config_reproduce_pending():
-    """The mismatches recorded so far in this test phase (a test may take them, clearing the list)."""
-    return lambda: _REPRO["problems"]
+    """``check_run_configs``: what the ``run_config_check`` fixture reports (and marks checked) after a test."""
+    return check_run_configs

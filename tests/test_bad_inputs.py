@@ -35,9 +35,12 @@ YAMLS = {
 }
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _artifact(folder: Path, num_classes: int = 7) -> Path:
     from distilseg.data import create_dataset
-    from distilseg.engine.artifact import save_artifact
+    from distilseg.artifact import save_artifact
     from distilseg.models import create_model
 
     ds = create_dataset("synthetic", split="val", num_images=2, size=[32, 48])

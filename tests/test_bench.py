@@ -20,6 +20,9 @@ FIELDS = {
 }
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _conv() -> nn.Module:
     torch.manual_seed(0)
     return nn.Conv2d(3, 4, 3, padding=1)
@@ -101,7 +104,7 @@ def test_bench_cli_prints_one_json_object(capsys):
         (["--model", "unet", "--img-size", "0", "8"], "--img-size"),
         (["--model", "unet", "--img-size", "8", "8", "--runs", "0"], "--runs"),
         (["--model", "no_such_model", "--img-size", "8", "8"], "unknown model"),
-        (["--model", "unet", "--model-args", "depth", "--img-size", "8", "8"], "KEY=VALUE"),
+        (["--model", "unet", "--model-args", "depth", "--img-size", "8", "8"], "--model-args: expected key=value, got 'depth'"),
     ],
 )
 def test_bench_cli_usage_errors(argv, message, capsys):

@@ -21,8 +21,9 @@ def _stage_cfgs(tmp_path: Path, *extra: str) -> tuple[dict, dict, Compressor]:
                                       "camvid-cpu", *extra, "--out", str(tmp_path / "out")])
     s = settings_from_args(args)
     comp = Compressor(tmp_path / "out", s)
-    teacher = comp._train_cfg(s["teacher_model"], s["teacher_args"], tmp_path / "t", s["teacher_epochs"], "teacher")
-    student = comp._train_cfg(s["student_model"], s["student_args"], tmp_path / "s", s["epochs"])
+    teacher = comp._train_cfg(s["teacher_model"], s["teacher_args"], tmp_path / "t", s["teacher_epochs"],
+                              "teacher").to_dict()
+    student = comp._train_cfg(s["student_model"], s["student_args"], tmp_path / "s", s["epochs"]).to_dict()
     return teacher, student, comp
 
 
@@ -45,6 +46,6 @@ def test_camvid_cpu_preset_takes_holdout_into_every_stage(tmp_path: Path) -> Non
 
 
 def _defaults() -> dict:
-    from distilseg.engine.config import DEFAULTS
+    from distilseg.training.config import DEFAULTS
 
     return dict(DEFAULTS)

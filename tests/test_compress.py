@@ -15,6 +15,9 @@ STAGES = ["teacher", "student", "kd_student", "export"]
 ROWS = ["teacher", "student", "kd_student", "int8_kd_student"]
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def test_compress_runs_all_stages_then_skips_them(tmp_path, capsys):
     out = tmp_path / "c"
     argv = ["compress", "--dataset", "synthetic", "--preset", TEST_PRESET, "--accelerator", "cpu", "--out", str(out),

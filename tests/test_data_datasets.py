@@ -21,6 +21,9 @@ from distilseg.data import (
 from distilseg.errors import DataError, UsageError
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def save(path: Path, arr: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)

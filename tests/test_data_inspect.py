@@ -13,6 +13,9 @@ from distilseg.cli import main
 from distilseg.data import class_weights, compute_class_stats, create_dataset
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def test_class_weights_exact() -> None:
     w = class_weights([10, 30, 60], "median_freq", presence_pixels=[100, 100, 100])
     np.testing.assert_allclose(w, [3.0, 1.0, 0.5])

@@ -15,6 +15,9 @@ from distilseg.errors import DataError
 TABLES = ("camvid", "cityscapes", "idd", "idd_level3_rgb", "oxford_pet")
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def rows(folder: Path, name: str) -> list[dict[str, str]]:
     with open(folder / f"{name}.csv", newline="") as fh:
         return list(csv.DictReader(fh))

@@ -11,6 +11,9 @@ from distilseg.data import create_dataset, validate_dataset
 from distilseg.errors import DataError
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def save(path: Path, arr: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)

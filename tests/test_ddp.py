@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from test_train_support import PYTHON
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_metrics_match_single_process(tmp_path):
     out = tmp_path / "ddp"
@@ -30,7 +33,7 @@ def test_ddp_two_processes_metrics_match_single_process(tmp_path):
     synced = best["metrics"]
 
     from distilseg.data import build_eval_transform, create_dataset
-    from distilseg.engine.artifact import load_artifact
+    from distilseg.artifact import load_artifact
     from distilseg.metrics import SegMetrics
 
     model, cfg = load_artifact(out / "best")

@@ -14,6 +14,8 @@ import pytest
 
 import distilseg.distill.demo as demo
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
 # Seconds, not meaningful numbers: the suite's compress preset (tests/configs/compress_test.yaml) as demo settings.
 SMALL = {
     "dataset_args": {"num_images": 6, "size": [32, 48]},

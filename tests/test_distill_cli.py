@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from distilseg.cli import build_parser, main  # noqa: E402
-from distilseg.engine.artifact import load_artifact, save_artifact  # noqa: E402
+from distilseg.artifact import load_artifact, save_artifact  # noqa: E402
 from distilseg.io import safe_torch_load  # noqa: E402
 from distilseg.models import create_model  # noqa: E402
 
 STUDENT_ARGS = ["stem_channels=4", "stage_channels=[8, 8]", "stage2_dilations=[2]", "stage3_dilations=[2]",
                 "decoder_channels=8"]
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _teacher(folder: Path, num_classes: int = 7) -> Path:
@@ -106,4 +109,4 @@ def test_distill_hard_weight_from_yaml_must_be_a_number(tmp_path, capsys):
     cfg_file = tmp_path / "kd.yaml"
     cfg_file.write_text("hard_weight: lots\n")
     assert main(_argv(teacher, tmp_path / "kd", "original") + ["--config", str(cfg_file)]) == 2
-    assert "--hard-weight must be a number" in capsys.readouterr().err
+    assert "kd.yaml: hard_weight (--hard-weight) must be a number, got 'lots'" in capsys.readouterr().err

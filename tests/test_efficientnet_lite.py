@@ -22,6 +22,9 @@ from distilseg.models import pretrained as pre
 VARIANTS = list(elw.LITE_VARIANTS)
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _raw(variant: str) -> dict[str, torch.Tensor]:
     return safe_torch_load(elw.lite_weights_file(variant))
 

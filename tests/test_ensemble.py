@@ -14,6 +14,9 @@ from distilseg.models import create_model
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _member(folder: Path, seed: int, arch: str = "unet", names=None, **args) -> Path:
     torch.manual_seed(seed)
     model = create_model(arch, 7, **(args or {"depth": 2, "base_width": 4}))

@@ -11,11 +11,14 @@ from PIL import Image
 
 import distilseg
 from distilseg.cli import main
-from distilseg.engine.artifact import save_artifact
+from distilseg.artifact import save_artifact
 from distilseg.models import create_model
 
 K = 3
 SIZES = [(40, 50), (33, 47), (40, 50), (24, 30), (48, 36)]
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _make_artifact(directory: Path) -> Path:
@@ -74,7 +77,7 @@ def _read_masks(root: Path) -> dict[str, np.ndarray]:
 
 def test_evaluate_model_confusion_is_exact(setup) -> None:
     from distilseg.data import create_dataset
-    from distilseg.engine.evaluate import evaluate_model
+    from distilseg.apps.evaluate import evaluate_model
 
     art, root = setup
     seg = distilseg.load(art)
@@ -159,14 +162,36 @@ def test_eval_missing_checkpoint_exits_1(setup, tmp_path: Path, capsys) -> None:
     assert str(tmp_path / "none") in capsys.readouterr().err
 
 
-def test_parse_key_values() -> None:
-    from distilseg.engine.evaluate import parse_key_values
+def test_parse_key_values_one_rule_for_every_command() -> None:
     from distilseg.errors import UsageError
+    from distilseg.parsing import parse_key_values
 
-    assert parse_key_values(["num_classes=3", "palette=p.csv", "flag=true"]) == {
-        "num_classes": 3, "palette": "p.csv", "flag": True}
-    with pytest.raises(UsageError, match="key=value"):
-        parse_key_values(["oops"])
+    assert parse_key_values(["num_classes=3", "palette=p.csv", "flag=true", "base-width=8", "size=[2, 4]",
+                             "empty=", "text=a: b: c"]) == {
+        "num_classes": 3, "palette": "p.csv", "flag": True, "base_width": 8, "size": [2, 4], "empty": None,
+        "text": "a: b: c"}
+    with pytest.raises(UsageError, match="--model-args: expected key=value, got 'oops'"):
+        parse_key_values(["oops"], "--model-args")
+    with pytest.raises(UsageError, match="expected key=value"):
+        parse_key_values(["=3"])
+
+
+def test_weighted_terms_one_grammar_for_loss_and_kd() -> None:
+    from distilseg.distill.losses import parse_kd_spec
+    from distilseg.errors import UsageError
+    from distilseg.losses import parse_loss_spec
+    from distilseg.parsing import parse_weighted_terms
+
+    assert parse_weighted_terms(" ce:1, dice : 0.5,lovasz", "--loss") == [("ce", 1.0), ("dice", 0.5), ("lovasz", 1.0)]
+    assert parse_weighted_terms("logits@T=4:0.5", "--kd") == [("logits@T=4", 0.5)]
+    assert parse_loss_spec("CE:2,dice") == [("ce", 2.0), ("dice", 1.0)]
+    assert [(n, w) for n, w, _ in parse_kd_spec("logits@T=4:0.5,cwd")] == [("logits", 0.5), ("cwd", 1.0)]
+    for bad, words in [("ce:x", "is not a number"), ("ce:-1", "finite number >= 0"), ("ce:nan", "finite number >= 0"),
+                       ("ce,,dice", "empty term")]:
+        with pytest.raises(UsageError, match=words):
+            parse_loss_spec(bad)
+        with pytest.raises(UsageError, match=words):
+            parse_kd_spec(bad.replace("ce", "cwd"))
 
 
 def test_eval_mask_size_mismatch_names_file(setup, tmp_path: Path, capsys) -> None:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from distilseg.cli import main
-from distilseg.engine.artifact import save_artifact
+from distilseg.artifact import save_artifact
 from distilseg.export.onnx_export import check_onnx, export_checkpoint, export_onnx, synthetic_images
-from distilseg.export.onnx_runtime import OnnxSegmenter, make_session, run_logits
+from distilseg.inference.onnx_backend import OnnxSegmenter, make_session, run_logits
 from distilseg.export.sources import preprocess
 from distilseg.models import create_model, list_models
 
@@ -29,6 +29,9 @@ TINY_ARGS = {
 }
 BIG = {"danet", "fcn_resnet50", "segformer"}
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _params():
@@ -143,7 +146,7 @@ def test_dynamic_export_accepts_other_sizes(tmp_path):
 
 def test_onnx_segmenter_predicts_at_original_sizes_like_torch(tmp_path):
     import distilseg
-    from distilseg.engine.segmenter import Segmenter
+    from distilseg.inference.segmenter import Segmenter
 
     model = _tiny_unet(4)
     art = _artifact(tmp_path, model, 4, size=(64, 64))
@@ -329,7 +332,7 @@ def test_torchscript_export(tmp_path):
     assert main(["export", "--checkpoint", str(art), "--format", "torchscript", "--out", str(out)]) == 0
     loaded = torch.jit.load(str(out))
     x = torch.randn(1, 3, 64, 64)
-    model, _ = __import__("distilseg.engine.artifact", fromlist=["load_artifact"]).load_artifact(art)
+    model, _ = __import__("distilseg.artifact", fromlist=["load_artifact"]).load_artifact(art)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), atol=1e-4, rtol=1e-4)
     assert json.loads(out.with_suffix(".json").read_text())["format"] == "distilseg-torchscript"

@@ -14,6 +14,8 @@ from distilseg.data import create_dataset
 from distilseg.data.groups import group_of, group_pattern, select_groups, shared_groups
 from distilseg.data.overlap import near_duplicates, perceptual_hashes
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
 GROUP_BY = r"images/([a-z]+)_"  # folder layout: <split>/images/<street>_<n>.png
 
 

@@ -15,15 +15,18 @@ from torch import nn
 import distilseg
 from distilseg.cli import main
 from distilseg.inference import base as segmod
-from distilseg.engine.artifact import save_artifact
-from distilseg.engine.inference import TTA, parse_tta, resolve_options
-from distilseg.engine.segmenter import Segmenter
-from distilseg.engine.tiling import sliding_window_logits, window_starts
+from distilseg.artifact import save_artifact
+from distilseg.inference.options import TTA, parse_tta, resolve_options
+from distilseg.inference.segmenter import Segmenter
+from distilseg.inference.tiling import sliding_window_logits, window_starts
 from distilseg.errors import UsageError
 from distilseg.models import create_model
 
 K = 3
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _tiny(seed: int = 0) -> nn.Module:
@@ -126,7 +129,7 @@ def test_segmenter_slide_matches_whole_image_interior() -> None:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_slide_runs_onnx_like_torch(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from distilseg.export.onnx_runtime import OnnxSegmenter
+    from distilseg.inference.onnx_backend import OnnxSegmenter
 
     model = _tiny(1)
     path = tmp_path / "tiny.onnx"

@@ -1,5 +1,5 @@
 """``split="train+val"``: joined splits read each sample through its own adapter, survive --skip-bad filtering,
-and ``train --train-split train+val`` trains on both (the literature's final-model protocol)."""
+and ``train --train-split train+val`` trains on both (the final-model protocol)."""
 from __future__ import annotations
 
 import pickle
@@ -14,6 +14,9 @@ from distilseg.cli import main
 from distilseg.data import create_dataset
 from distilseg.data.validate import validate_dataset
 from distilseg.errors import DataError, UsageError
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _folder(root: Path) -> None:

@@ -106,7 +106,7 @@ def test_spec_parsing() -> None:
         ("cee", "valid names: ce, focal, dice, tversky, focal_tversky, lovasz"),
         ("ce:x", "not a number"),
         ("ce:-1", ">= 0"),
-        ("ce,,dice", "unknown loss ''"),
+        ("ce,,dice", "empty term"),
         ("ce,ce:2", "twice"),
     ]:
         with pytest.raises(UsageError, match=msg):

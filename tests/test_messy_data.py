@@ -13,10 +13,13 @@ from PIL import Image
 
 from distilseg.data import create_dataset, validate_dataset
 from distilseg.data.folder import read_palette_file
-from distilseg.engine.segmenter import read_image, to_rgb_array
-from distilseg.engine.train import quick_check, run_training
+from distilseg.inference.segmenter import read_image, to_rgb_array
+from distilseg.training.datamodule import quick_check
+from distilseg.training.train import run_training
 from distilseg.errors import DataError
 from test_train_support import tiny_cfg
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 RNG = np.random.default_rng(0)
 

@@ -14,6 +14,9 @@ from distilseg.models import registry
 SEED_MODELS = ["attention_unet", "dilated_dws_unet", "lite_student", "msa_unet", "msa_unet_student", "unet"]
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 @pytest.fixture(scope="module")
 def listing():
     """Run ``distilseg models --json`` once (it builds every registered model)."""
@@ -44,8 +47,6 @@ def test_models_json_num_classes_changes_the_head(capsys):
 
 
 def test_models_table_and_broken_factory(monkeypatch, capsys):
-    registry._import_all()
-
     def broken(num_classes: int, *, pretrained=None):
         """A model whose optional dependency is missing."""
         raise ImportError("no module named 'imaginary'")

@@ -26,9 +26,9 @@ def _stop(*args, **kwargs):
 
 # the first call of each command's work, after its arguments are checked
 WORK = [
-    ("distilseg.engine.train", "run_training"),  # train, distill, demo
-    ("distilseg.engine.evaluate", "evaluate_model"),  # eval
-    ("distilseg.engine.predict", "_write_outputs"),  # predict (images)
+    ("distilseg.training.train", "run_training"),  # train, distill, demo
+    ("distilseg.apps.evaluate", "evaluate_model"),  # eval
+    ("distilseg.apps.predict", "_write_outputs"),  # predict (images)
     ("distilseg.distill.compress.Compressor", "run"),  # compress
     ("distilseg.export.sources", "load_torch_model"),  # export
     ("distilseg.export.bench", "_resolve"),  # bench

@@ -10,12 +10,15 @@ from PIL import Image
 
 import distilseg
 from distilseg.cli import main
-from distilseg.engine.artifact import save_artifact
+from distilseg.artifact import save_artifact
 from distilseg.errors import DataError
 from distilseg.models import create_model
 
 K = 4
 PALETTE = np.array([[0, 0, 0], [250, 0, 0], [0, 250, 0], [0, 0, 250]], dtype=np.uint8)
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def test_predict_without_labels_and_with_tta(art: Path, inputs, tmp_path: Path) 
 
 
 def test_expand_inputs(inputs, tmp_path: Path) -> None:
-    from distilseg.engine.predict import expand_inputs
+    from distilseg.apps.predict import expand_inputs
 
     files = expand_inputs([str(tmp_path / "folder"), str(tmp_path / "**" / "*.bmp"), str(tmp_path / "folder" / "a.png")])
     assert [f.name for f in files] == ["a.png", "b.png", "c.bmp"]  # folder sorted, duplicates dropped

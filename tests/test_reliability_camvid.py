@@ -10,6 +10,9 @@ import pytest
 from distilseg.cli import main
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def _small_camvid_copy(src: Path, dst: Path, n_train: int = 6, n_val: int = 2) -> list[str]:
     names = []
     for split, n in (("train", n_train), ("val", n_val)):

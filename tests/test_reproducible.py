@@ -18,7 +18,10 @@ from torch.utils.data import DataLoader, Dataset
 from distilseg.cli import main
 from distilseg.data import build_train_transform, create_dataset
 from distilseg.data.transforms import seed_augmentations
-from distilseg.engine.train import seed_train_worker
+from distilseg.training.datamodule import seed_train_worker
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _pair(h: int = 48, w: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from distilseg.engine.train import run_training
+from distilseg.training.train import run_training
 from distilseg.io import safe_torch_load
 from test_train_support import PYTHON, script_header, tiny_cfg
 
 EPOCHS, STEPS_PER_EPOCH = 3, 4  # 16 images / batch 4
 DATA = {"num_images": 16, "size": [32, 48]}
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _start(out: Path, delay: float) -> subprocess.Popen:
@@ -26,7 +29,7 @@ def _start(out: Path, delay: float) -> subprocess.Popen:
     code = script_header() + (
         "import json, time\n"
         "from lightning.pytorch.callbacks import Callback\n"
-        "from distilseg.engine.train import run_training\n"
+        "from distilseg.training.train import run_training\n"
         "class Slow(Callback):\n"
         f"    def on_train_batch_end(self, *a, **k): time.sleep({delay})\n"
         f"run_training(json.loads({json.dumps(json.dumps(cfg))}), extra_callbacks=[Slow()])\n"
@@ -62,8 +65,8 @@ def _kill_after(proc: subprocess.Popen, ckpt: Path, min_step: int, extra: float,
 
 def _check_complete(out: Path) -> None:
     from distilseg.data import create_dataset
-    from distilseg.engine.evaluate import evaluate_model
-    from distilseg.engine.segmenter import load
+    from distilseg.apps.evaluate import evaluate_model
+    from distilseg.inference.segmenter import load
 
     with open(out / "history.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -59,7 +59,7 @@ def test_payload_is_live_with_plain_pickle(tmp_path: Path, payload_cls) -> None:
 @pytest.mark.parametrize("payload_cls", PAYLOADS)
 @pytest.mark.parametrize("fmt", ["torch", "pickle"])
 def test_artifact_weights_pickle_refused(tmp_path: Path, payload_cls, fmt: str) -> None:
-    from distilseg.engine.artifact import save_artifact
+    from distilseg.artifact import save_artifact
     from distilseg.models import create_model
 
     marker = tmp_path / "pwned"

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import distilseg
-from distilseg.engine.artifact import save_artifact
-from distilseg.engine.segmenter import Segmenter
+from distilseg.artifact import save_artifact
+from distilseg.inference.segmenter import Segmenter
 from distilseg.errors import CheckpointError, UsageError
 from distilseg.models import create_model
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distilseg.engine.budget import plan_steps
-from distilseg.engine.optim import lr_multiplier
-from distilseg.engine.train import run_training
+from distilseg.training.budget import plan_steps
+from distilseg.training.optim import lr_multiplier
+from distilseg.training.train import run_training
 from distilseg.errors import UsageError
 from distilseg.io import safe_torch_load
 from test_train_support import tiny_cfg
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 DATA = {"num_images": 16, "size": [32, 48]}  # 4 steps per epoch at batch 4
 
@@ -93,9 +95,9 @@ def test_interrupted_budget_run_resumes_with_its_step_count(tmp_path: Path, sche
 
 
 def test_time_budget_must_be_positive(tmp_path: Path) -> None:
-    from distilseg.engine.config import TrainConfig
+    from distilseg.training.config import TrainConfig
 
-    with pytest.raises(UsageError, match="--time-budget must be positive"):
+    with pytest.raises(UsageError, match="time_budget must be positive"):
         TrainConfig.from_dict(tiny_cfg(tmp_path / "run", time_budget=0))
 
 
@@ -118,7 +120,7 @@ def test_quick_preset_budgets_every_stage_within_15_minutes(tmp_path: Path) -> N
     comp = Compressor(tmp_path / "c", s)
     for stage in ("teacher", "student", "kd_student"):
         cfg = comp._train_cfg("unet", {}, tmp_path / "c" / stage, 3)
-        assert cfg["time_budget"] == s["time_budget"][stage] and cfg["epochs"] == 3
+        assert cfg.time_budget == s["time_budget"][stage] and cfg.epochs == 3
 
 
 def test_compress_time_budget_rescales_and_epochs_take_over(tmp_path: Path) -> None:

@@ -7,11 +7,15 @@ import json
 import pytest
 import torch
 
-from distilseg.engine.artifact import load_artifact
-from distilseg.engine.train import run_training
+from distilseg.artifact import load_artifact
+from distilseg.training.config import TrainConfig
+from distilseg.training.train import run_training
 from distilseg.errors import TrainingError, UsageError
 from distilseg.io import safe_torch_load
 from test_train_support import tiny_cfg
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _history(out):
@@ -112,15 +116,15 @@ def test_skip_nonfinite_counts_skipped_steps(tmp_path, monkeypatch):
 def test_class_count_mismatch_and_weights_file(tmp_path):
     out = tmp_path / "a"
     run_training(tiny_cfg(out, epochs=1))
-    from distilseg.engine.train import _check_resume_classes, build_model
+    from distilseg.training.train import _check_resume_classes, build_model
 
     # a pretrained artifact or resume state with 7 classes for a 3-class dataset is refused (exit 2)
     with pytest.raises(UsageError, match="7 classes but dataset synthetic has 3"):
-        build_model(tiny_cfg(tmp_path / "c", pretrained=str(out / "best")), 3)
+        build_model(TrainConfig.from_dict(tiny_cfg(tmp_path / "c", pretrained=str(out / "best"))), 3)
     with pytest.raises(UsageError, match="7 classes but the dataset has 3"):
         _check_resume_classes(out / "checkpoints/last.ckpt", 3)
     # with the right count the artifact's weights are loaded
-    m = build_model(tiny_cfg(tmp_path / "c", pretrained=str(out / "best")), 7)
+    m = build_model(TrainConfig.from_dict(tiny_cfg(tmp_path / "c", pretrained=str(out / "best"))), 7)
     ref, _ = load_artifact(out / "best")
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), ref.state_dict().values()))
     bad = tmp_path / "w.json"

@@ -6,14 +6,17 @@ import argparse
 import pytest
 import yaml
 
-from distilseg.engine.train import DEFAULTS, add_train_arguments, resolve_config
+from distilseg.training.config import DEFAULTS, TrainConfig, add_train_arguments, resolve_config
 from distilseg.errors import UsageError
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 def _parse(argv):
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
-    return resolve_config(parser.parse_args(argv))
+    return resolve_config(parser.parse_args(argv)).to_dict()
 
 
 def test_yaml_then_flags_precedence(tmp_path):
@@ -82,16 +85,16 @@ def test_presets_resolve(tmp_path):
 
 
 def test_weather_flag_adds_fog_and_sun_flare_to_training_only():
-    from distilseg.engine.train import build_datasets
+    from distilseg.training.datamodule import build_datasets
 
     def names(tf) -> set[str]:
         return {type(t).__name__ for t in _walk(tf)}
 
     base = ["--dataset", "synthetic", "--dataset-args", "num_images=2", "--model", "unet", "--out", "o"]
-    train_tf, eval_tf = (build_datasets(_parse(base + ["--weather"]))[i].transform for i in (0, 1))
+    train_tf, eval_tf = (build_datasets(TrainConfig.from_dict(_parse(base + ["--weather"])))[i].transform for i in (0, 1))
     assert {"RandomFog", "RandomSunFlare"} <= names(train_tf)
     assert not {"RandomFog", "RandomSunFlare"} & names(eval_tf)
-    plain = build_datasets(_parse(base))[0].transform
+    plain = build_datasets(TrainConfig.from_dict(_parse(base)))[0].transform
     assert not {"RandomFog", "RandomSunFlare"} & names(plain)
 
 
@@ -112,7 +115,7 @@ def _walk(obj, depth=0):
 
 
 def test_eval_size_defaults_to_crop_and_is_validated(tmp_path):
-    from distilseg.engine.train import eval_size
+    from distilseg.training.config import eval_size
 
     cfg = _parse(["--dataset", "synthetic", "--model", "unet", "--img-size", "32", "48", "--out", "o"])
     assert cfg["eval_size"] is None and eval_size(cfg) == [32, 48]
@@ -134,11 +137,12 @@ def test_command_specific_settings_only_where_declared(tmp_path):
     f.write_text("dataset: synthetic\nmodel: unet\nteacher: runs/t\nkd: original\n")
     with pytest.raises(UsageError, match="'teacher'"):  # train does not know distill's settings
         _parse(["--config", str(f), "--out", "o"])
+    from distilseg.distill.api import DistillConfig
+
     parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
-    cfg = resolve_config(parser.parse_args(["--config", str(f), "--out", "o"]),
-                         extra={"teacher": None, "kd": "x", "hard_weight": None})
-    assert cfg["teacher"] == "runs/t" and cfg["kd"] == "original" and cfg["hard_weight"] is None
+    add_train_arguments(parser, DistillConfig)
+    cfg = resolve_config(parser.parse_args(["--config", str(f), "--out", "o"]), DistillConfig)
+    assert cfg.teacher == "runs/t" and cfg.kd == "original" and cfg.hard_weight is None
 
 
 def test_every_shipped_config_resolves_and_builds_its_model():
@@ -147,7 +151,7 @@ def test_every_shipped_config_resolves_and_builds_its_model():
     from pathlib import Path
 
     from distilseg.cli import build_parser
-    from distilseg.distill.commands import DISTILL_DEFAULTS
+    from distilseg.distill.api import DistillConfig
     from distilseg.models import create_model
 
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
@@ -159,7 +163,7 @@ def test_every_shipped_config_resolves_and_builds_its_model():
         extra = [f for key, flag in (("dataset", ["--dataset", "synthetic"]), ("model", ["--model", "unet"]))
                  if key not in data for f in flag]  # presets that leave these to the command line
         args = build_parser().parse_args([command, "--config", str(path), "--out", "o", *extra])
-        cfg = resolve_config(args, extra=DISTILL_DEFAULTS if is_distill else None)
+        cfg = resolve_config(args, DistillConfig if is_distill else TrainConfig).to_dict()
         for key, value in data.items():
             assert cfg[key.replace("-", "_")] == value, (path.name, key)
         if cfg["model"] in ("msa_unet", "fcn_resnet50", "danet"):

@@ -11,6 +11,9 @@ from distilseg.cli import main
 from distilseg.models import list_models
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_one_epoch_from_cli(name, tmp_path, capsys):
     out = tmp_path / name

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from distilseg.engine.optim import (
+from distilseg.training.optim import (
     build_optimizer,
     build_param_groups,
     build_scheduler,

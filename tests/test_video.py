@@ -10,12 +10,15 @@ import torch
 from PIL import Image
 
 from distilseg.cli import main
-from distilseg.engine.artifact import save_artifact
+from distilseg.artifact import save_artifact
 from distilseg.models import create_model
 
 av = pytest.importorskip("av")
 
 K = 3
+
+
+pytestmark = pytest.mark.usefixtures("run_config_check")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +109,8 @@ def test_video_labels_nearest_vs_exact_and_frame_order(art: Path, tmp_path: Path
     """Video labels: argmax at network resolution + nearest upsampling (default), or exactly single-image
     ``predict`` with ``upsample="bilinear"``; the pipeline keeps frame order and count."""
     from distilseg import load
-    from distilseg.engine.video import open_video, segment_video
+    from distilseg.apps.video import segment_video
+    from distilseg.apps.video_io import open_video
 
     frames = _frames(6, 96, 128)
     for i, f in enumerate(frames):  # a brightness ramp marks each frame's position
@@ -132,7 +136,7 @@ def test_video_labels_nearest_vs_exact_and_frame_order(art: Path, tmp_path: Path
 
 
 def test_label_upsampling_and_overlay_match_reference() -> None:
-    from distilseg.engine.video import _Painter, _resize_labels
+    from distilseg.apps.video import _Painter, _resize_labels
     from distilseg.viz import add_legend, overlay
 
     rng = np.random.default_rng(1)
@@ -154,7 +158,8 @@ def test_decode_error_mid_video_stops_pipeline(art: Path, tmp_path: Path) -> Non
     import threading
 
     from distilseg import load
-    from distilseg.engine.video import FrameSource, segment_video
+    from distilseg.apps.video import segment_video
+    from distilseg.apps.video_io import FrameSource
     from distilseg.errors import DataError
 
     def frames():

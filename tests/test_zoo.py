@@ -14,6 +14,9 @@ from distilseg.zoo import list_zoo, resolve_zoo
 BUNDLED = ["camvid-teacher", "camvid-student", "camvid-student-kd"]
 
 
+pytestmark = pytest.mark.usefixtures("run_config_check")
+
+
 def test_bundled_models_are_listed():
     assert set(BUNDLED) <= set(list_zoo())
 

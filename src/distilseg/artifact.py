@@ -6,15 +6,16 @@ JSON says everything a user (or ``predict`` / ``export``) needs: classes, palett
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from ._version import __version__
 from .checks import MAX_SIDE
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
 from .io import atomic_write, atomic_write_json, plain_data, read_json_object
 
 WEIGHTS_NAME = "model.safetensors"
@@ -186,3 +187,72 @@ def is_artifact_dir(path: str | Path) -> bool:
         return "architecture" in json.loads(cfg.read_text())
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def resolve_artifact_dir(ref: str | os.PathLike) -> Path:
+    """``DIR`` (an artifact, or a training output folder holding ``best/``, then ``last/``) or ``zoo:NAME``
+    -> the artifact folder. The one resolver: load, eval, predict, export, bench and distill's teacher."""
+    from .zoo import is_zoo_ref, resolve_zoo
+
+    path = resolve_zoo(str(ref)) if is_zoo_ref(str(ref)) else Path(ref)
+    if (path / "config.json").is_file():
+        return path
+    for sub in ("best", "last"):
+        if (path / sub / "config.json").is_file():
+            return path / sub
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint folder")
+    raise CheckpointError(
+        f"{path}: not a model artifact (no config.json, and no best/ or last/ artifact inside)"
+    )
+
+
+# what the members of an ensemble must share (``combine_artifacts``)
+_MUST_AGREE = ("num_classes", "class_names", "mean", "std", "ignore_index")
+
+
+def combine_artifacts(refs: Sequence[str], out: str | Path, half: bool | None = None) -> Path:
+    """Write the ensemble of the model artifacts ``refs`` (folders, training outputs or ``zoo:NAME``) to ``out``.
+
+    The members must predict the same classes from the same input normalization; the ensemble's config is the
+    first member's (class names, palette, input size, dataset) with ``architecture: ensemble`` and
+    ``ensemble_of`` naming the sources. ``half`` (default: when every member's weights are stored in fp16)
+    stores the weights in fp16.
+    """
+    from .models.ensemble import Ensemble
+
+    if len(refs) < 2:
+        raise UsageError(f"an ensemble needs at least 2 models, got {len(refs)}")
+    models, configs, folders = [], [], []
+    for ref in refs:
+        folder = resolve_artifact_dir(ref)
+        model, config = load_artifact(folder)
+        models.append(model)
+        configs.append(config)
+        folders.append(folder)
+    for key in _MUST_AGREE:
+        first = configs[0].get(key)
+        for ref, config in zip(refs[1:], configs[1:]):
+            if config.get(key) != first:
+                raise CheckpointError(f"{ref}: {key} {config.get(key)!r} differs from {refs[0]}'s {first!r}; "
+                                      f"ensemble members must agree on {', '.join(_MUST_AGREE)}")
+    if any(c.get("architecture") == "ensemble" for c in configs):
+        raise UsageError("a member cannot itself be an ensemble: list its members instead")
+    if half is None:
+        half = all(_stored_half(f) for f in folders)
+    members = [{"architecture": c["architecture"], "model_args": dict(c.get("model_args") or {})} for c in configs]
+    net = Ensemble(models)
+    keep = ("num_classes", "class_names", "palette", "mean", "std", "input_size", "ignore_index", "dataset",
+            "dataset_args")
+    config = {k: configs[0][k] for k in keep if k in configs[0]}
+    config.update(architecture="ensemble", model_args={"members": members},
+                  ensemble_of=[{"source": str(r), "metrics": c.get("metrics")} for r, c in zip(refs, configs)])
+    return save_artifact(out, net, config, half=bool(half))
+
+
+def _stored_half(folder: Path) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        floats = [d for d in (f.get_slice(k).get_dtype() for k in f.keys()) if d.startswith(("F", "BF"))]
+    return all(d in ("F16", "BF16") for d in floats)

@@ -26,7 +26,8 @@ _QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.uti
 COMMAND_MODULES = (
     "distilseg.data.commands",  # datasets, data inspect
     "distilseg.models.commands",  # models
-    "distilseg.engine.commands",  # train, eval, predict
+    "distilseg.training.commands",  # train
+    "distilseg.apps.commands",  # eval, predict
     "distilseg.distill.commands",  # distill, compress, demo
     "distilseg.export.commands",  # export, bench
 )

@@ -18,6 +18,10 @@ class UsageError(DistilsegError):
     exit_code = 2
 
 
+class SettingError(UsageError, ValueError):
+    """A setting out of its type or range (``TrainConfig(epochs=-1)``); a ``ValueError`` for Python callers."""
+
+
 class DataError(DistilsegError):
     """A dataset file is missing, unreadable or holds values that are not classes."""
 

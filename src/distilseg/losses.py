@@ -11,7 +11,6 @@ weights: they are already insensitive to class frequency.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -293,24 +292,16 @@ class WeightedSum(nn.Module):
 
 def parse_loss_spec(spec: str) -> list[tuple[str, float]]:
     """``"ce:1,dice:0.5"`` -> ``[("ce", 1.0), ("dice", 0.5)]``; ``"ce"`` means ``ce:1``."""
+    from .parsing import parse_weighted_terms
+
     valid = ", ".join(LOSS_NAMES)
     if not isinstance(spec, str) or not spec.strip():
         raise UsageError(f"empty loss spec; use e.g. 'ce:1,dice:0.5' with names from: {valid}")
     out: list[tuple[str, float]] = []
-    for part in spec.split(","):
-        part = part.strip()
-        name, sep, weight_text = part.partition(":")
-        name = name.strip().lower()
+    for name, weight in parse_weighted_terms(spec, "--loss"):
+        name = name.lower()
         if name not in _FACTORIES:
             raise UsageError(f"unknown loss {name!r} in spec {spec!r}; valid names: {valid}")
-        weight = 1.0
-        if sep:
-            try:
-                weight = float(weight_text)
-            except ValueError:
-                raise UsageError(f"loss weight {weight_text.strip()!r} in spec {spec!r} is not a number") from None
-            if not math.isfinite(weight) or weight < 0:
-                raise UsageError(f"loss weight for {name!r} in spec {spec!r} must be finite and >= 0")
         if any(name == n for n, _ in out):
             raise UsageError(f"loss {name!r} appears twice in spec {spec!r}")
         out.append((name, weight))

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from ..errors import DataError, UsageError
 
 __all__ = ["group_pattern", "sample_key", "group_of", "groups_of", "count_groups", "shared_groups",
-           "select_groups", "parse_group_list", "format_shared", "overlap_warning"]
+           "select_groups", "parse_group_list", "check_holdout", "check_group_by", "format_shared", "overlap_warning"]
 
 
 def group_pattern(ds: Any, regex: str | None = None) -> re.Pattern[str] | None:
@@ -91,6 +91,27 @@ def parse_group_list(value: Any, what: str = "--holdout") -> list[str]:
     if not items or any(not v for v in items) or len(set(items)) != len(items):
         raise UsageError(f"{what} must be distinct, non-empty group names separated by commas, got {value!r}")
     return items
+
+
+def check_holdout(value: Any, what: str = "--holdout") -> str:
+    """A ``holdout`` setting checked: group names (a YAML list is joined by commas) or ``each``."""
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{what} must be text, got {value!r}")
+    parse_group_list(value, what)
+    return value
+
+
+def check_group_by(value: Any, what: str = "--group-by") -> str:
+    """A ``group_by`` setting checked: text that compiles as a regular expression."""
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{what} must be text, got {value!r}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise UsageError(f"{what} {value!r}: not a regular expression ({exc})") from exc
+    return value
 
 
 def select_groups(ds: Any, groups: Iterable[str], pattern: re.Pattern[str], keep: bool, what: str = "--holdout"):

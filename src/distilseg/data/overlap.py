@@ -126,9 +126,9 @@ def run_overlap(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-distance must be 0..64 bits, got {args.max_distance}")
     if args.splits[0] == args.splits[1]:
         raise UsageError(f"--splits {args.splits[0]} {args.splits[1]}: give two different splits")
-    from ..engine.evaluate import parse_key_values
+    from ..parsing import parse_key_values
 
-    opts = parse_key_values(args.dataset_args)
+    opts = parse_key_values(args.dataset_args, "--dataset-args")
     out = ensure_output_dir(args.out)
     target = out / "overlap.json"
     _refuse_foreign(target)

@@ -7,7 +7,7 @@ Randomness: albumentations 2.x draws from its OWN generators (a ``numpy.random.G
 ``random.Random`` per transform, seeded from OS entropy when ``Compose(seed=None)``), so
 ``seed_everything``/``np.random.seed``/``random.seed`` do not make augmentations reproducible.
 ``SegTransform.set_random_seed`` (and ``seed_augmentations`` for a dataset) give the whole pipeline one
-seeded stream; training seeds it per DataLoader worker (see ``engine/train.py``).
+seeded stream; training seeds it per DataLoader worker (see ``training/train.py``).
 """
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ class EvalTransform:
 
     Why not albumentations here: validation during training must see exactly the input that
     ``distilseg eval`` / ``predict`` / the ONNX check give the network, so that a checkpoint's recorded
-    val mIoU is what ``eval`` reports. This calls the same function (``distilseg.preprocess.image_to_input``:
+    val mIoU is what ``eval`` reports. This calls the same function (``distilseg.inference.preprocess.image_to_input``:
     /255, bilinear antialiased ``F.interpolate``, then normalize). The mask is never resized.
     """
 

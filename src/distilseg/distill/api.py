@@ -6,33 +6,39 @@ A distillation run writes ``OUT/distill.json`` with its teacher's path and the s
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from ..io import atomic_write_json
+from ..training.config import TrainConfig, setting
 
-__all__ = ["DistillSettings", "DISTILL_DEFAULTS", "load_teacher", "build_distiller", "dataset_num_classes", "student_feature_channels",
+__all__ = ["DistillConfig", "distill", "load_teacher", "build_distiller", "dataset_num_classes", "student_feature_channels",
            "teacher_record", "read_teacher_record", "check_resume_teacher", "write_distill_record"]
 
 RECORD_NAME = "distill.json"
 
 
 @dataclass
-class DistillSettings:
-    """distill's own settings, on top of every ``engine.config.TrainConfig`` setting; like those they come from
-    ``--config`` YAML or flags, and ``OUT/config.yaml`` holds them too (one file reproduces a run)."""
+class DistillConfig(TrainConfig):
+    """Every ``train`` setting (``model`` is the student) plus distill's own; like those they come from
+    ``--config`` YAML, flags or Python, and ``OUT/config.yaml`` holds them too (one file reproduces a run)."""
 
-    teacher: str | None = None  # teacher artifact DIR (or training output with best/) | zoo:NAME
-    kd: str = "original"  # KD spec (distill.losses.KD_SPEC_HELP)
-    hard_weight: float | None = None  # task loss weight (None: the spec's preset, or 1)
+    teacher: str | None = setting(None, "teacher artifact (required here or as `teacher:` in --config)",
+                                  path=True, metavar="DIR|zoo:NAME")
+    kd: str = setting("original", "KD spec (see `distilseg distill --help`)", metavar="SPEC")
+    hard_weight: float | None = setting(None, "weight of the task (hard-label) loss; default: the preset's (0.65 "
+                                        "for 'original') or 1", low=0.0, metavar="W")
 
-
-DISTILL_DEFAULTS: dict[str, Any] = asdict(DistillSettings())
+    @classmethod
+    def own_settings(cls) -> set[str]:
+        """The settings distill adds to ``TrainConfig``'s (a saved config with any of them is a distill run)."""
+        return {f.name for f in fields(cls)} - {f.name for f in fields(TrainConfig)}
 
 
 # ------------------------------------------------------------------------------------------------- distill
@@ -42,7 +48,7 @@ def load_teacher(ref: str, device: Any = "cpu"):
     Returns ``(model, config)``. Loading reads safetensors + JSON only.
     """
     from ..artifact import load_artifact
-    from ..inference.segmenter import resolve_artifact_dir
+    from ..artifact import resolve_artifact_dir
 
     model, config = load_artifact(resolve_artifact_dir(ref), map_location="cpu")
     model = model.to(device).eval()
@@ -51,10 +57,12 @@ def load_teacher(ref: str, device: Any = "cpu"):
     return model, config
 
 
-def _cfg_get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
+def _cfg_get(cfg: Any, *keys: str, default: Any = None) -> Any:
+    """The first of ``keys`` that ``cfg`` (a ``TrainConfig``, or a mapping such as an artifact config) sets."""
     for k in keys:
-        if k in cfg and cfg[k] is not None:
-            return cfg[k]
+        value = cfg.get(k) if isinstance(cfg, dict) else getattr(cfg, k, None)
+        if value is not None:
+            return value
     return default
 
 
@@ -117,7 +125,7 @@ def build_distiller(cfg: dict[str, Any], teacher_ref: str, kd: str, hard_weight:
 # ------------------------------------------------------------------------------------------------- record
 def weights_sha256(ref: str) -> str:
     """sha256 of the teacher's ``model.safetensors`` (what identifies a teacher, wherever it lies)."""
-    from ..inference.segmenter import resolve_artifact_dir
+    from ..artifact import resolve_artifact_dir
 
     digest = hashlib.sha256()
     with open(resolve_artifact_dir(ref) / "model.safetensors", "rb") as f:
@@ -171,3 +179,56 @@ def write_distill_record(out: str | Path, teacher_ref: str, tconf: dict[str, Any
         "terms": [[name, weight, opts] for name, weight, opts in distiller.terms_spec],
     }
     return atomic_write_json(Path(out) / RECORD_NAME, rec)
+
+
+def distill(cfg: DistillConfig) -> Path:
+    """Train ``cfg.model`` (the student) with knowledge distillation from ``cfg.teacher`` (the ``distilseg
+    distill`` command from Python); returns OUT, laid out as ``train``'s plus ``distill.json`` (the teacher
+    record, which ``resume`` reads when no teacher is given). With ``holdout="each"``, one run per group, each
+    from its own teacher (``{fold}`` in ``teacher``), pooled in OUT/cv.json."""
+    from ..training.folds import is_each, run_folds
+
+    if is_each(cfg):
+        if "{fold}" not in str(cfg.teacher or ""):
+            raise UsageError("--holdout each: give each fold its own teacher, one that never saw the held-out "
+                             "group, with {fold} in --teacher (e.g. runs/teacher_cv/fold-{fold}/last)")
+        return run_folds(cfg, _distill_one, fold_cfg_hook=lambda c, g: dataclasses.replace(
+            c, teacher=str(c.teacher).replace("{fold}", g)))
+    return _distill_one(cfg)
+
+
+def _warn_teacher_saw_holdout(cfg: DistillConfig, tconf: dict, teacher_ref: str) -> None:
+    """A held-out group the teacher trained on leaks into the student through the teacher's targets."""
+    if not cfg.holdout:
+        return
+    if str(tconf.get("holdout") or "") != str(cfg.holdout):
+        print(f"warning: --teacher {teacher_ref} was not trained with --holdout {cfg.holdout} (its record: "
+              f"{tconf.get('holdout')}); if it saw the held-out frames, the student's held-out score is optimistic",
+              file=sys.stderr)
+
+
+def _distill_one(cfg: DistillConfig) -> Path:
+    from ..io import ensure_output_dir
+    from ..training.train import run_training
+
+    ensure_output_dir(cfg.out, create=False)  # before any work
+    out = Path(cfg.out)
+    recorded = read_teacher_record(out)
+    if cfg.resume:  # the run's own record names its teacher; another one is refused
+        cfg.teacher = check_resume_teacher(out, cfg.teacher)
+        if (out / "checkpoints" / "last.ckpt").is_file():
+            from ..training.resume import check_resume_settings
+
+            check_resume_settings(cfg.to_dict(), out)
+    if not cfg.teacher:
+        raise UsageError("--teacher is required (on the command line or as `teacher:` in --config)")
+    teacher_ref, kd = str(cfg.teacher), str(cfg.kd)
+    distiller, tconf = build_distiller(cfg, teacher_ref, kd, cfg.hard_weight)
+    _warn_teacher_saw_holdout(cfg, tconf, teacher_ref)
+    print(f"distilling {tconf.get('architecture')} (teacher, {teacher_ref}) into {cfg.model}: "
+          f"{distiller.extra_repr()}")
+    # What the training settings cannot say: which teacher (path, weights hash) and KD terms made this student.
+    # Kept when resuming; a run that is refused below (OUT holds another run) must not overwrite it either.
+    if recorded is None or not (cfg.resume or (out / "checkpoints" / "last.ckpt").is_file()):
+        write_distill_record(out, teacher_ref, tconf, kd, distiller)
+    return run_training(cfg, distiller=distiller)

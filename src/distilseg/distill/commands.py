@@ -7,13 +7,6 @@ module only loads and freezes the teacher and builds the ``Distiller`` hook.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from ..errors import UsageError
-
-from .api import (  # noqa: F401 - load_teacher, DISTILL_DEFAULTS re-exported (the API lives in api.py)
-    DISTILL_DEFAULTS, build_distiller, check_resume_teacher, load_teacher, read_teacher_record, write_distill_record,
-)
 
 __all__ = ["register", "run_distill", "run_compress"]
 
@@ -41,15 +34,11 @@ def _add_distill_parser(subparsers: argparse._SubParsersAction) -> None:
         "zoo:NAME; its class count must match the dataset's.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--teacher", default=argparse.SUPPRESS, metavar="DIR|zoo:NAME",
-                   help="teacher artifact (required here or as `teacher:` in --config)")
-    p.add_argument("--kd", default=argparse.SUPPRESS, metavar="SPEC",
-                   help=KD_SPEC_HELP + " (default: original)")
-    p.add_argument("--hard-weight", dest="hard_weight", type=float, default=argparse.SUPPRESS, metavar="W",
-                   help="weight of the task (hard-label) loss; default: the preset's (0.65 for 'original') or 1")
-    from ..engine.config import add_train_arguments
+    from ..training.config import add_train_arguments
+    from .api import DistillConfig
 
-    add_train_arguments(p)
+    add_train_arguments(p, DistillConfig)
+    p._option_string_actions["--kd"].help = KD_SPEC_HELP + " (default: original)"  # noqa: SLF001
     _alias_option(p, "--model", "--student", "student architecture (see `distilseg models`)")
     _alias_option(p, "--model-args", "--student-args", "student constructor options k=v")
     p.set_defaults(func=run_distill)
@@ -66,60 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    from ..engine.folds import is_each, run_folds
-    from ..engine.train import resolve_config
+    from ..training.config import resolve_config
+    from .api import DistillConfig, distill
 
-    cfg = resolve_config(args, extra=DISTILL_DEFAULTS)
-    if is_each(cfg):
-        if "{fold}" not in str(cfg.get("teacher") or ""):
-            raise UsageError("--holdout each: give each fold its own teacher, one that never saw the held-out "
-                             "group, with {fold} in --teacher (e.g. runs/teacher_cv/fold-{fold}/last)")
-        run_folds(cfg, _distill_one, fold_cfg_hook=lambda c, g: dict(c, teacher=str(c["teacher"]).replace("{fold}", g)))
-        return 0
-    _distill_one(cfg)
-    return 0
-
-
-def _warn_teacher_saw_holdout(cfg: dict, tconf: dict, teacher_ref: str) -> None:
-    """A held-out group the teacher trained on leaks into the student through the teacher's targets."""
-    import sys
-
-    if not cfg.get("holdout"):
-        return
-    if str(tconf.get("holdout") or "") != str(cfg["holdout"]):
-        print(f"warning: --teacher {teacher_ref} was not trained with --holdout {cfg['holdout']} (its record: "
-              f"{tconf.get('holdout')}); if it saw the held-out frames, the student's held-out score is optimistic",
-              file=sys.stderr)
-
-
-def _distill_one(cfg: dict) -> None:
-    from ..engine.train import run_training
-    from ..io import ensure_output_dir
-
-    ensure_output_dir(cfg["out"], create=False)  # before any work
-    out = Path(cfg["out"])
-    recorded = read_teacher_record(out)
-    if cfg["resume"]:  # the run's own record names its teacher; another one is refused
-        cfg["teacher"] = check_resume_teacher(out, cfg["teacher"])
-        if (out / "checkpoints" / "last.ckpt").is_file():
-            from ..engine.resume import check_resume_settings
-
-            check_resume_settings(cfg, out)
-    if not cfg["teacher"]:
-        raise UsageError("--teacher is required (on the command line or as `teacher:` in --config)")
-    teacher_ref, kd = str(cfg["teacher"]), str(cfg["kd"])
-    distiller, tconf = build_distiller(cfg, teacher_ref, kd, cfg["hard_weight"])
-    _warn_teacher_saw_holdout(cfg, tconf, teacher_ref)
-    print(
-        f"distilling {tconf.get('architecture')} (teacher, {teacher_ref}) into {cfg['model']}: "
-        f"{distiller.extra_repr()}"
-    )
-    # What the training settings cannot say: which teacher (path, weights hash) and KD terms made this student.
-    # Kept when resuming; a run that is refused below (OUT holds another run) must not overwrite it either.
-    if recorded is None or not (cfg["resume"] or (out / "checkpoints" / "last.ckpt").is_file()):
-        write_distill_record(out, teacher_ref, tconf, kd, distiller)
-    out = run_training(cfg, distiller=distiller)
+    out = distill(resolve_config(args, DistillConfig))
     print(f"distilled student written to {out}")
+    return 0
 
 
 def run_compress(args: argparse.Namespace) -> int:

@@ -100,11 +100,10 @@ class Compressor:
         return rec
 
     # -- training -----------------------------------------------------------------------------------
-    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int,
-                   role: str = "student") -> dict[str, Any]:
-        """The stage's training configuration, built directly (``engine.config``) and validated there: the
+    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, role: str = "student"):
+        """The stage's training configuration, built directly (``training.config``) and validated there: the
         preset's keys, then its ``train`` section (every stage), then ``teacher_train`` (the teacher only)."""
-        from ..engine.config import TrainConfig
+        from ..training.config import TrainConfig
 
         s = self.s
         sections = {**dict(s.get("train") or {}), **(dict(s.get("teacher_train") or {}) if role == "teacher" else {})}
@@ -115,7 +114,7 @@ class Compressor:
             batch_size=int(s["batch_size"]), lr=float(s["lr"]), scheduler=s["scheduler"], precision=s["precision"],
             accelerator=s["accelerator"], num_workers=int(s["num_workers"]), seed=int(s["seed"]),
             augment=bool(s["augment"]), progress=bool(s.get("progress", False)), time_budget=minutes,
-        ), **sections, "resume": True}).to_dict()
+        ), **sections, "resume": True})
 
     @property
     def use(self) -> str:
@@ -123,7 +122,7 @@ class Compressor:
         return str(self.s.get("use") or "best")
 
     def _train(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, role: str = "student") -> dict:
-        from ..engine.train import run_training
+        from ..training.train import run_training
 
         cfg = self._train_cfg(model, model_args, out, epochs, role)
         run_training(cfg)
@@ -131,7 +130,7 @@ class Compressor:
 
     def teacher_dir(self) -> Path:
         if self.s.get("teacher"):
-            from ..inference.segmenter import resolve_artifact_dir
+            from ..artifact import resolve_artifact_dir
 
             return resolve_artifact_dir(self.s["teacher"])
         return self.out / "teacher" / self.use
@@ -165,7 +164,7 @@ class Compressor:
             distiller, tconf = build_distiller(cfg, str(self.teacher_dir()), self.s["kd"], self.s["hard_weight"])
             self.s["hard_weight_used"] = distiller.hard_weight
             write_distill_record(self.out / "kd_student", str(self.teacher_dir()), tconf, self.s["kd"], distiller)
-            from ..engine.train import run_training
+            from ..training.train import run_training
 
             run_training(cfg, distiller=distiller)
             return {"model": self.s["student_model"], "kd": self.s["kd"], "hard_weight": distiller.hard_weight,
@@ -205,12 +204,11 @@ class Compressor:
 
         train = dict(self.s.get("train") or {})
         if train.get("holdout"):
-            from ..engine.folds import heldout_dataset
             from ..data.groups import parse_group_list
+            from ..training.folds import heldout_dataset
+            from .compress_folds import _split_settings
 
-            cfg = {"dataset": self.s["dataset"], "root": self.s["root"], "dataset_args": dict(self.s["dataset_args"]),
-                   "train_split": train.get("train_split", "train"), "group_by": train.get("group_by")}
-            return heldout_dataset(cfg, parse_group_list(train["holdout"]))
+            return heldout_dataset(_split_settings(self.s), parse_group_list(train["holdout"]))
         return create_dataset(self.s["dataset"], root=self.s["root"], split=train.get("val_split", "val"),
                               **self.s["dataset_args"])
 
@@ -232,7 +230,7 @@ class Compressor:
             path = self.out / "eval" / f"{name}.json"
 
             def run(ckpt: str = ckpt, path: Path = path) -> dict[str, Any]:
-                from ..engine.evaluate import evaluate_model
+                from ..inference.scoring import evaluate_model
                 from ..inference.segmenter import load
 
                 metrics, cm, _ = evaluate_model(load(ckpt), self._eval_dataset(),
@@ -347,7 +345,8 @@ class Compressor:
         def count(split: str) -> int:
             return len(create_dataset(self.s["dataset"], root=self.s["root"], split=split, **self.s["dataset_args"]))
 
-        todo = {k: v for k, v in plan(self.s, int(self.num_classes), count("train"), count("val")).items()
+        train_split = dict(self.s.get("train") or {}).get("train_split", "train")
+        todo = {k: v for k, v in plan(self.s, int(self.num_classes), count(train_split), len(self._eval_dataset())).items()
                 if not (isinstance(self.state.get(k), dict) and self.state[k].get("done"))}
         self.estimates = todo
         for line in format_plan(todo):
@@ -382,7 +381,9 @@ def run_compress(args: argparse.Namespace) -> int:
         comp.print_plan()
         return 0
     if str(settings["train"].get("holdout") or "").strip().lower() == "each":
-        _compress_folds(out, settings)
+        from .compress_folds import compress_folds
+
+        compress_folds(out, settings, lambda fold_out, s: Compressor(fold_out, s).run())
         print(f"[compress] done in {time.perf_counter() - t0:.1f} s; cross-validation: {out / 'cv.md'}",
               file=sys.stderr)
         return 0
@@ -394,55 +395,3 @@ def run_compress(args: argparse.Namespace) -> int:
     print(f"[compress] stages run: {', '.join(comp.ran) or 'none'}; skipped: {', '.join(comp.skipped) or 'none'}")
     print(f"[compress] done in {time.perf_counter() - t0:.1f} s; report: {out / 'report.html'}", file=sys.stderr)
     return 0
-
-
-def _compress_folds(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """``--holdout each``: the whole pipeline once per group into ``OUT/fold-GROUP/``, each row pooled over folds
-    (confusion matrices summed over every held-out frame) into ``OUT/cv.json`` and ``OUT/cv.md``."""
-    import copy
-
-    import numpy as np
-
-    from ..engine.folds import fold_groups
-    from ..metrics import metrics_from_confusion
-
-    train = dict(settings["train"])
-    teacher = settings.get("teacher")
-    if teacher and "{fold}" not in str(teacher):
-        raise UsageError("--holdout each: give each fold its own teacher, one that never saw the held-out group, "
-                         "with {fold} in --teacher, or let compress train one per fold")
-    groups = fold_groups({"dataset": settings["dataset"], "root": settings["root"],
-                          "dataset_args": dict(settings["dataset_args"] or {}),
-                          "train_split": train.get("train_split", "train"), "group_by": train.get("group_by")})
-    pooled: dict[str, Any] = {}
-    for k, group in enumerate(groups, start=1):
-        s = copy.deepcopy(settings)
-        s["train"]["holdout"] = group
-        if teacher:
-            s["teacher"] = str(teacher).replace("{fold}", group)
-        print(f"[compress] fold {k}/{len(groups)}: {group} held out, in {out / f'fold-{group}'}", flush=True)
-        summary = Compressor(out / f"fold-{group}", s).run()
-        for row in summary["rows"]:
-            ev = json.loads((out / f"fold-{group}" / "eval" / f"{row['name']}.json").read_text())
-            rec = pooled.setdefault(row["name"], {"label": row["label"], "folds": {}, "confusion": None,
-                                                  "params": row.get("params"), "latency_ms": row.get("latency_ms")})
-            rec["folds"][group] = ev.get("mIoU")
-            cm = np.asarray(ev["confusion"], dtype=np.int64)
-            rec["confusion"] = cm if rec["confusion"] is None else rec["confusion"] + cm
-    names = None
-    for rec in pooled.values():
-        m = metrics_from_confusion(rec["confusion"], names)
-        rec.update(pooled_mIoU=m["mIoU"], per_class_iou=[r["iou"] for r in m["per_class"]],
-                   confusion=rec["confusion"].tolist())
-    doc = {"groups": groups, "rows": pooled}
-    atomic_write_json(out / "cv.json", doc)
-    lines = ["# compress, leave-one-group-out", "", "| row | " + " | ".join(groups) + " | pooled |",
-             "|---|" + "---:|" * (len(groups) + 1)]
-    for rec in pooled.values():
-        cells = [f"{100 * v:.1f}" if v is not None else "-" for v in rec["folds"].values()]
-        lines.append(f"| {rec['label']} | " + " | ".join(cells) + f" | {100 * (rec['pooled_mIoU'] or 0):.1f} |")
-    from ..io import atomic_write_text
-
-    atomic_write_text(out / "cv.md", "\n".join(lines) + "\n")
-    print("\n".join(lines[2:]))
-    return doc

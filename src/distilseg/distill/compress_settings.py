@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 
 from .. import safe_yaml
-from ..checks import size_pair
 from ..errors import UsageError
+from ..training.config import TrainConfig, add_setting_arguments
 
 __all__ = ["PRESETS", "PRESET_DIR", "load_preset", "build_compress_parser", "settings_from_args", "check_models"]
 
@@ -48,6 +48,15 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     return data
 
 
+# The training settings compress takes, as ``TrainConfig`` declares them (same flags, help and checks); the
+# preset gives img_size, epochs, batch_size and lr unless a flag does. compress runs its loaders in the main
+# process unless told otherwise (its quick preset's images are tiny: worker start-up would dominate).
+TRAIN_SETTINGS = ("dataset", "root", "dataset_args", "img_size", "epochs", "batch_size", "lr", "precision",
+                  "accelerator", "num_workers", "seed")
+TRAIN_DEFAULTS = {"num_workers": 0}
+# The training settings compress passes to every stage's `train` section (same flags, help and checks).
+SPLIT_SETTINGS = ("train_split", "holdout", "group_by")
+
 # Optional preset keys: `train`: any `train` setting for every training stage (optimizer, loss, splits, ...);
 # `teacher_train`: settings for the teacher stage only, on top; `use`: which model of each stage is reported,
 # exported and distilled from (best = best validation epoch; last = end of the schedule, for a schedule fixed in
@@ -70,11 +79,11 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
         "without KD (baseline), distill it with the same schedule, export the KD student to ONNX and INT8 "
         "(calibrated on training images), evaluate all on the validation split, measure CPU latency, and write "
         "compress.json, report.md, report.html and pareto.png to --out. Finished stages are skipped on a re-run, "
-        "so an interrupted run continues.",
+        "so an interrupted run continues. --epochs is each student stage's; --img-size, --epochs, --batch-size "
+        "and --lr default to the preset's.",
     )
-    p.add_argument("--dataset", required=True, help="dataset name (see `distilseg datasets`)")
-    p.add_argument("--root", default=None, metavar="PATH", help="dataset root folder")
-    p.add_argument("--dataset-args", nargs="*", default=None, metavar="K=V", help="extra dataset options")
+    from_preset = {k: None for k in TRAIN_SETTINGS if k in PRESETS.get("quick", {})}  # help: "the preset's"
+    add_setting_arguments(p, TrainConfig, list(TRAIN_SETTINGS), defaults={**TRAIN_DEFAULTS, **from_preset})
     p.add_argument("--teacher", default=None, metavar="DIR|zoo:NAME", help="use this trained teacher (skips stage 1)")
     p.add_argument("--teacher-model", default=None, metavar="NAME", help="teacher architecture to train")
     p.add_argument("--teacher-args", nargs="*", default=None, metavar="K=V", help="teacher constructor options")
@@ -90,50 +99,39 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                    help="wall time for the whole run: shared out over the stages as the preset's time_budget "
                         "(default 35/25/30/10 %% for teacher, student, KD student, the rest); each training stage "
                         "then fits its steps and lr schedule to its share")
-    p.add_argument("--img-size", nargs=2, type=int, default=None, metavar=("H", "W"), help="training/inference size")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of each student stage (default: preset's)")
     p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: preset's)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
     p.add_argument("--kd", default=None, metavar="SPEC", help=KD_SPEC_HELP)
     p.add_argument("--hard-weight", type=float, default=None, metavar="W", help="task loss weight in the KD stage")
-    p.add_argument("--precision", default=None, choices=("32", "16-mixed", "bf16-mixed"))
-    p.add_argument("--accelerator", default=None, choices=("auto", "cpu", "gpu"), help="training device")
-    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default 0)")
-    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
     p.add_argument("--bench-runs", type=int, default=None)
     p.add_argument("--calibration-images", type=int, default=None)
     p.add_argument("--plan-only", action="store_true",
                    help="print each stage's estimated wall time on this CPU and stop (nothing is trained)")
     p.add_argument("--no-ort-fp32", action="store_true", help="skip the onnxruntime fp32 row of the KD student")
-    p.add_argument("--train-split", default=None, metavar="SPLIT", help="split(s) every stage trains on, e.g. train+val")
-    p.add_argument("--holdout", default=None, metavar="GROUP[,GROUP]|each",
-                   help="hold these groups (streets, cities) out of every stage's training and score every row on "
-                        "them; 'each' runs the pipeline once per group into OUT/fold-GROUP/ and pools the rows")
-    p.add_argument("--group-by", default=None, metavar="REGEX", help="what names a sample's group (see `train --help`)")
+    # they go to every stage's `train` section, over the preset's (camvid-cpu trains on train+val)
+    add_setting_arguments(p, TrainConfig, list(SPLIT_SETTINGS), defaults={"train_split": None})
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     return p
 
 
-def _kv_list(items: list[str] | None, flag: str) -> dict[str, Any] | None:
-    if items is None:
-        return None
-    from ..engine.evaluate import parse_key_values
-
-    return parse_key_values(items, flag)
-
-
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The preset with every explicitly given flag applied on top."""
+    """The preset with every explicitly given flag applied on top, the training settings checked as
+    ``TrainConfig`` checks them."""
+    from ..parsing import parse_key_values
+
+    s = copy.deepcopy(PRESETS[args.preset]) if args.preset in PRESETS else load_preset(args.preset)
     if args.preset in PRESET_ALIASES:
         import sys
 
         print(f"note: --preset {args.preset} is now called {PRESET_ALIASES[args.preset]}", file=sys.stderr)
-    s = copy.deepcopy(PRESETS[args.preset]) if args.preset in PRESETS else load_preset(args.preset)
     s["preset"] = PRESET_ALIASES.get(args.preset, args.preset)
-    s["dataset"] = args.dataset
-    s["root"] = args.root
+    given = {k: v for k, v in vars(args).items() if k in TRAIN_SETTINGS or k == "img_size_square"}
+    if "img_size_square" in given:
+        given["img_size"] = [given.pop("img_size_square")] * 2
+    if "dataset_args" in given:
+        given["dataset_args"] = parse_key_values(given["dataset_args"], "--dataset-args")
+    defaults = {k: v for k, v in TrainConfig.defaults().items() if k in TRAIN_SETTINGS and k not in s}
+    s.update(TrainConfig.check_values({**defaults, **TRAIN_DEFAULTS, **given, "dataset": given.get("dataset")}))
     # A preset's model args were written for the preset's model: another --teacher-model / --student-model
     # starts from its own defaults (plus --teacher-args / --student-args).
     for role in ("teacher", "student"):
@@ -141,16 +139,11 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if name is not None and name != s[f"{role}_model"]:
             s[f"{role}_args"] = {}
     overrides = {
-        "dataset_args": _kv_list(args.dataset_args, "--dataset-args"),
         "teacher_model": args.teacher_model,
-        "teacher_args": _kv_list(args.teacher_args, "--teacher-args"),
+        "teacher_args": None if args.teacher_args is None else parse_key_values(args.teacher_args, "--teacher-args"),
         "student_model": args.student_model,
-        "student_args": _kv_list(args.student_args, "--student-args"),
-        "img_size": list(args.img_size) if args.img_size else None,
-        "epochs": args.epochs,
+        "student_args": None if args.student_args is None else parse_key_values(args.student_args, "--student-args"),
         "teacher_epochs": args.teacher_epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
         "kd": args.kd,
         "hard_weight": args.hard_weight,
         "calibration_images": args.calibration_images,
@@ -160,36 +153,23 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if v is not None:
             s[k] = v
     s["train"] = dict(s.get("train") or {})
-    for key in ("train_split", "holdout", "group_by"):
-        if getattr(args, key, None) is not None:
-            s["train"][key] = getattr(args, key)
+    s["train"].update(TrainConfig.check_values({k: v for k, v in vars(args).items() if k in SPLIT_SETTINGS}))
     if args.teacher_model is not None and args.teacher is not None:
         raise UsageError("give --teacher DIR or --teacher-model NAME, not both")
     if args.kd is not None and args.hard_weight is None:
         s["hard_weight"] = None  # the spec's preset (or 1) decides
     s["teacher"] = args.teacher
-    s["precision"] = args.precision or "32"
-    s["accelerator"] = args.accelerator or "auto"
-    s["num_workers"] = 0 if args.num_workers is None else int(args.num_workers)
-    s["seed"] = 42 if args.seed is None else int(args.seed)
     s["threads"] = args.threads
     s["ort_fp32"] = not args.no_ort_fp32
     s["time_budget"] = _time_budget(s, args)
-    for key in ("epochs", "teacher_epochs", "batch_size", "calibration_images", "bench_runs"):
+    for key in ("teacher_epochs", "calibration_images", "bench_runs"):
         if int(s[key]) < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
-    s["img_size"] = list(size_pair(s["img_size"], "--img-size"))
-    for key, low in (("lr", None), ("hard_weight", 0.0)):  # None: above 0
-        v = s.get(key)
-        if v is None and key == "hard_weight":
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or (v <= 0 if low is None else v < low):
-            want = "a positive number" if low is None else "a number >= 0"
-            raise UsageError(f"--{key.replace('_', '-')} must be {want}, got {v!r}")
-    if s["num_workers"] < 0 or s["seed"] < 0 or (s["threads"] is not None and s["threads"] < 1):
-        raise UsageError(f"--num-workers and --seed must be >= 0 and --threads >= 1, got {s['num_workers']}, "
-                         f"{s['seed']} and {s['threads']}")
+    v = s.get("hard_weight")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+        raise UsageError(f"--hard-weight must be a number >= 0, got {v!r}")
+    if s["threads"] is not None and s["threads"] < 1:
+        raise UsageError(f"--threads must be >= 1, got {s['threads']}")
     return s
 
 
@@ -199,14 +179,14 @@ def _time_budget(s: dict[str, Any], args: argparse.Namespace) -> dict[str, float
     from .compress_plan import stage_budgets
 
     total = getattr(args, "time_budget", None)
-    if total is not None and not total > 0:
+    if total is not None and not (math.isfinite(total) and total > 0):
         raise UsageError(f"--time-budget must be a positive number of minutes, got {total:g}")
     try:
         budget = stage_budgets(s.get("time_budget"), total, f"--preset {args.preset}")
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if budget is not None:
-        if args.epochs is not None:
+        if getattr(args, "epochs", None) is not None:
             budget["student"] = budget["kd_student"] = 0.0
         if args.teacher_epochs is not None:
             budget["teacher"] = 0.0

@@ -100,7 +100,7 @@ def _zoo_prediction(out: Path, seed: int) -> tuple[str, list[Path]]:
     from PIL import Image
 
     from ..data.synthetic import render_scene
-    from ..engine.predict import register_predict
+    from ..apps.predict import register_predict
 
     folder = out / "zoo_predict"
     folder.mkdir(parents=True, exist_ok=True)

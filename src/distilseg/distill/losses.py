@@ -224,6 +224,8 @@ def parse_kd_spec(spec: str) -> list[tuple[str, float, dict[str, Any]]]:
 
     Options missing from a term get their defaults, so every returned dict is complete.
     """
+    from ..parsing import parse_weighted_terms
+
     if not isinstance(spec, str) or not spec.strip():
         raise UsageError("--kd: empty distillation spec")
     spec = spec.strip()
@@ -232,14 +234,7 @@ def parse_kd_spec(spec: str) -> list[tuple[str, float, dict[str, Any]]]:
     for raw in spec.split(","):
         items += KD_PRESETS[raw.strip()][0].split(",") if raw.strip() in KD_PRESETS else [raw]
     terms: list[tuple[str, float, dict[str, Any]]] = []
-    for raw in items:
-        item = raw.strip()
-        if not item:
-            raise UsageError(f"--kd {spec!r}: empty term")
-        weight = 1.0
-        if ":" in item:
-            item, wtext = item.rsplit(":", 1)
-            weight = _number(wtext.strip(), f"weight of {raw.strip()!r}")
+    for item, weight in parse_weighted_terms(",".join(items), "--kd"):
         parts = item.split("@")
         name = KD_ALIASES.get(parts[0].strip().lower(), parts[0].strip().lower())
         if name not in KD_TERMS:
@@ -247,8 +242,6 @@ def parse_kd_spec(spec: str) -> list[tuple[str, float, dict[str, Any]]]:
                 f"--kd: unknown term {parts[0]!r}; choose from {', '.join(KD_TERMS)} or preset "
                 f"{', '.join(KD_PRESETS)}"
             )
-        if weight < 0:
-            raise UsageError(f"--kd: weight of {name} must be >= 0, got {weight}")
         options = dict(KD_TERMS[name])
         for opt in parts[1:]:
             if "=" not in opt:

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .sources import find_onnx, parse_size
+from ..inference.segmenter import find_onnx
+from ..checks import size_pair
 
 __all__ = ["benchmark", "RUNTIMES", "count_gflops", "onnx_param_count"]
 
@@ -103,7 +104,8 @@ def _resolve(
 
         side = read_sidecar(onnx_path)
         return None, onnx_path, str(side.get("architecture") or onnx_path.stem), onnx_path.stat().st_size / 1e6, side
-    from .sources import load_torch_model, resolve_artifact_dir
+    from ..artifact import resolve_artifact_dir
+    from .sources import load_torch_model
 
     net, config = load_torch_model(str(checkpoint))
     weights = resolve_artifact_dir(str(checkpoint)) / "model.safetensors"
@@ -130,7 +132,7 @@ def benchmark(
     ``nn.Module``; or ``checkpoint``: an artifact folder, ``zoo:NAME`` or ``.onnx`` file. ``runtime=
     "onnxruntime"`` with a torch model exports it to a temporary fixed-size ONNX file first.
     """
-    size = parse_size(img_size)
+    size = size_pair(img_size, allow_none=True)
     if runtime not in RUNTIMES:
         raise UsageError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     for name, value, low in (("runs", runs, 1), ("warmup", warmup, 0), ("batch", batch, 1)):

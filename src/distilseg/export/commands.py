@@ -6,7 +6,6 @@ import json
 import sys
 from typing import Any
 
-from .. import safe_yaml
 from ..errors import UsageError
 
 
@@ -87,22 +86,6 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_bench)
 
 
-def parse_model_args(items: list[str]) -> dict[str, Any]:
-    """``["depth=3", "bilinear=false", "encoder=resnet18"]`` -> typed dict (YAML scalars)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--model-args expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip().replace("-", "_")] = safe_yaml.load(value) if value != "" else None
-        except yaml.YAMLError:
-            out[key.strip().replace("-", "_")] = value
-    return out
-
-
 def _reduce_range(args: argparse.Namespace) -> bool | None:
     """``--weight-bits`` / ``--full-range`` -> ``reduce_range`` (``None``: the CPU decides)."""
     if args.full_range or args.weight_bits == "8":
@@ -111,8 +94,8 @@ def _reduce_range(args: argparse.Namespace) -> bool | None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..engine.evaluate import parse_key_values
     from ..io import ensure_output_file
+    from ..parsing import parse_key_values
 
     ensure_output_file(args.out)  # before any work
     if args.format == "torchscript":
@@ -170,6 +153,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     from ..checks import size_pair
+    from ..parsing import parse_key_values
     from .bench import benchmark
 
     size_pair(args.img_size, "--img-size")
@@ -180,7 +164,7 @@ def run_bench(args: argparse.Namespace) -> int:
         args.model,
         checkpoint=args.checkpoint,
         num_classes=args.num_classes,
-        model_args=parse_model_args(args.model_args),
+        model_args=parse_key_values(args.model_args, "--model-args"),
         img_size=args.img_size,
         runtime=args.runtime,
         threads=args.threads,

@@ -24,7 +24,9 @@ from .._version import __version__
 from ..errors import CheckpointError, UsageError
 from ..io import atomic_write, atomic_write_json
 from ..inference.onnx_backend import make_session, run_logits, sidecar_path
-from .sources import IMAGENET_MEAN, IMAGENET_STD, parse_size, preprocess
+from ..data.base import IMAGENET_MEAN, IMAGENET_STD
+from ..checks import size_pair
+from .sources import preprocess
 
 __all__ = ["LogitsOnly", "export_onnx", "check_onnx", "synthetic_images", "build_sidecar", "DEFAULT_OPSET"]
 
@@ -153,7 +155,7 @@ def export_onnx(
         raise UsageError(f"{out}: the output file must end in .onnx")
     if not 7 <= int(opset) <= 21:
         raise UsageError(f"--opset must be between 7 and 21, got {opset}")
-    size = parse_size(img_size) or parse_size(config.get("input_size")) or DEFAULT_SIZE
+    size = size_pair(img_size, allow_none=True) or size_pair(config.get("input_size"), allow_none=True) or DEFAULT_SIZE
     stride = int(getattr(model, "output_stride", 1) or 1)
     model = model.eval().float().cpu()
     wrapper = LogitsOnly(model, dynamic=dynamic).eval()
@@ -318,7 +320,7 @@ def export_checkpoint(
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=final.parent) as staging:
         out = Path(staging) / final.name
-        size = parse_size(img_size) or parse_size(config.get("input_size")) or DEFAULT_SIZE
+        size = size_pair(img_size, allow_none=True) or size_pair(config.get("input_size"), allow_none=True) or DEFAULT_SIZE
         mean, std = config.get("mean") or IMAGENET_MEAN, config.get("std") or IMAGENET_STD
         if int8:
             from .quantize import default_reduce_range, quantize_int8

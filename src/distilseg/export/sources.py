@@ -12,10 +12,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..artifact import resolve_artifact_dir
+from ..data.base import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import DataError, UsageError
-from ..checks import size_pair
-from ..inference.segmenter import find_onnx, resolve_artifact_dir  # noqa: F401 - re-exported
-from ..inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalization  # noqa: F401 - re-exported
 from ..inference.preprocess import image_to_input, normalization_tensors
 
 
@@ -28,11 +27,6 @@ def load_torch_model(ref: str | os.PathLike) -> tuple[torch.nn.Module, dict[str,
     return model, config
 
 
-def parse_size(size: Sequence[int] | None, what: str = "--img-size") -> tuple[int, int] | None:
-    """Validate an ``(H, W)`` pair of positive ints (None stays None): ``checks.size_pair``."""
-    return size_pair(size, what, allow_none=True)
-
-
 def preprocess(
     image: np.ndarray,
     size: tuple[int, int] | None,
@@ -42,7 +36,7 @@ def preprocess(
     """HxWx3 uint8 -> 3xHxW float32: /255, bilinear antialiased resize to ``size`` (when given),
     (x - mean) / std.
 
-    The segmenters' own preprocessing (``distilseg.preprocess.image_to_input``), so ONNX and PyTorch
+    The segmenters' own preprocessing (``distilseg.inference.preprocess.image_to_input``), so ONNX and PyTorch
     predictions and the export check see identical inputs. Mean/std given on the 0-255 scale are rescaled.
     """
     m, s = normalization_tensors(mean, std)

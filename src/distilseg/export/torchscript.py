@@ -15,7 +15,7 @@ import torch
 from ..errors import UsageError
 from ..io import atomic_write, atomic_write_json
 from .onnx_export import DEFAULT_SIZE, LogitsOnly, build_sidecar
-from .sources import parse_size
+from ..checks import size_pair
 
 __all__ = ["export_torchscript"]
 
@@ -34,7 +34,7 @@ def export_torchscript(checkpoint: str, out: str | os.PathLike, img_size: Sequen
 
     check_export_target(out, "distilseg-torchscript")
     model, config = load_torch_model(checkpoint)
-    size = parse_size(img_size) or parse_size(config.get("input_size")) or DEFAULT_SIZE
+    size = size_pair(img_size, allow_none=True) or size_pair(config.get("input_size"), allow_none=True) or DEFAULT_SIZE
     wrapper = LogitsOnly(model).eval()
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), warnings.catch_warnings():

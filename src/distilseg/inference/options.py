@@ -9,7 +9,7 @@ instead of one per segmenter), so that ``eval``'s numbers are those of ``predict
   cropped back) or ``none`` (native resolution, padded to the stride). Scores always come back at each
   image's own size.
 - ``slide``: overlapping ``window`` crops every ``stride`` pixels, run ``window_batch`` at a time, logits
-  averaged where windows overlap (``engine.tiling``).
+  averaged where windows overlap (``inference.tiling``).
 - ``tta``: scales and/or horizontal flip; the softmax probabilities of every pass are averaged at the
   image's native size.
 """

@@ -47,6 +47,19 @@ def image_to_input(
     return (x - mean) / std
 
 
+def uint8_image_to_input(frame: np.ndarray, size: Sequence[int], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``image_to_input`` with the antialiased bilinear resize done on uint8 (torch's vectorized
+    uint8 kernel, ~5x cheaper at 1080p than resizing a float copy); the input differs from the float path by
+    at most one grey level (the INT8 model quantizes its input to about that step anyway)."""
+    if not frame.flags.writeable:
+        frame = frame.copy()
+    x = torch.from_numpy(frame).permute(2, 0, 1).unsqueeze(0)  # channels-last view, no copy
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(int(v) for v in size), mode="bilinear", align_corners=False, antialias=True)
+    x = x.to(mean.device).float().div_(255.0)
+    return ((x - mean) / std).contiguous()
+
+
 def flip_average(logits: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
     """Flip TTA: the log of the averaged softmax of the logits and the (re-mirrored) mirror's logits."""
     prob = (logits.float().softmax(1) + flipped.float().softmax(1)) / 2

@@ -15,15 +15,16 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..artifact import resolve_artifact_dir
 from ..checks import size_pair
 from ..errors import CheckpointError, UsageError
 from .base import (  # noqa: F401 - re-exported: the predictor's public names live here
-    IMAGENET_MEAN, IMAGENET_STD, ImageLike, SegmenterBase, as_image_list, class_map, default_palette,
+    ImageLike, SegmenterBase, as_image_list, class_map, default_palette,
     read_image, resolve_device, tensor_to_rgb_array, to_rgb_array,
 )
 from .preprocess import normalization_tensors
 
-__all__ = ["Segmenter", "SegmenterBase", "load", "resolve_artifact_dir", "find_onnx", "read_image", "to_rgb_array"]
+__all__ = ["Segmenter", "SegmenterBase", "load", "find_onnx", "read_image", "to_rgb_array"]
 
 
 class Segmenter(SegmenterBase):
@@ -78,24 +79,6 @@ def _onnx_providers(device: str | torch.device | None) -> list[str] | None:
     if kind == "cuda":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise UsageError(f"device {device!r} is not supported for ONNX models; use cpu, cuda or auto")
-
-
-def resolve_artifact_dir(ref: str | os.PathLike) -> Path:
-    """``DIR`` (an artifact, or a training output folder holding ``best/``, then ``last/``) or ``zoo:NAME``
-    -> the artifact folder. The one resolver: load, eval, predict, export, bench and distill's teacher."""
-    from ..zoo import is_zoo_ref, resolve_zoo
-
-    path = resolve_zoo(str(ref)) if is_zoo_ref(str(ref)) else Path(ref)
-    if (path / "config.json").is_file():
-        return path
-    for sub in ("best", "last"):
-        if (path / sub / "config.json").is_file():
-            return path / sub
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint folder")
-    raise CheckpointError(
-        f"{path}: not a model artifact (no config.json, and no best/ or last/ artifact inside)"
-    )
 
 
 def find_onnx(ref: str | os.PathLike) -> Path | None:

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_ensemble(args: argparse.Namespace) -> int:
     from ..io import ensure_output_dir
-    from .ensemble import combine_artifacts
+    from ..artifact import combine_artifacts
 
     ensure_output_dir(args.out)
     out = combine_artifacts(args.members, args.out, half=args.half)

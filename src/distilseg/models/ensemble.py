@@ -4,7 +4,7 @@ Why: an ensemble of teachers is the original distillation setting (Hinton et al.
 one small network), and on a CPU the cheapest stronger teacher is often two seeds of the same recipe. Kept as an
 ordinary registered architecture, an ensemble is a model artifact like any other: ``eval``, ``predict``,
 ``export`` and ``distill --teacher`` take it unchanged. ``distilseg ensemble A B --out DIR`` writes one
-(``combine_artifacts``).
+(``distilseg.artifact.combine_artifacts``).
 
 Logits are averaged (not probabilities): for distillation the teacher's logits are softened by the
 temperature, and the mean of logits is what a single network's logits would be at T=1 up to a constant.
@@ -12,7 +12,6 @@ Features (for feature / CWD-on-features distillation) are the first member's.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -21,8 +20,6 @@ from torch import Tensor, nn
 from ..errors import CheckpointError, UsageError
 from .registry import create_model, register_model
 
-#: settings that must agree between members (they define what the logits mean and what the input is)
-_MUST_AGREE = ("num_classes", "class_names", "mean", "std", "ignore_index")
 #: most members an ensemble may have: each one is a full network pass per image
 MAX_MEMBERS = 16
 
@@ -66,51 +63,3 @@ def ensemble(num_classes: int, members: Sequence[dict[str, Any]] | None = None, 
             raise UsageError("ensemble: a member cannot itself be an ensemble")
         built.append(create_model(spec["architecture"], num_classes, **dict(spec.get("model_args") or {})))
     return Ensemble(built)
-
-
-def combine_artifacts(refs: Sequence[str], out: str | Path, half: bool | None = None) -> Path:
-    """Write the ensemble of the model artifacts ``refs`` (folders, training outputs or ``zoo:NAME``) to ``out``.
-
-    The members must predict the same classes from the same input normalization; the ensemble's config is the
-    first member's (class names, palette, input size, dataset) with ``architecture: ensemble`` and
-    ``ensemble_of`` naming the sources. ``half`` (default: when every member's weights are stored in fp16)
-    stores the weights in fp16.
-    """
-    from ..artifact import load_artifact, save_artifact
-    from ..inference.segmenter import resolve_artifact_dir
-
-    if len(refs) < 2:
-        raise UsageError(f"an ensemble needs at least 2 models, got {len(refs)}")
-    models, configs, folders = [], [], []
-    for ref in refs:
-        folder = resolve_artifact_dir(ref)
-        model, config = load_artifact(folder)
-        models.append(model)
-        configs.append(config)
-        folders.append(folder)
-    for key in _MUST_AGREE:
-        first = configs[0].get(key)
-        for ref, config in zip(refs[1:], configs[1:]):
-            if config.get(key) != first:
-                raise CheckpointError(f"{ref}: {key} {config.get(key)!r} differs from {refs[0]}'s {first!r}; "
-                                      f"ensemble members must agree on {', '.join(_MUST_AGREE)}")
-    if any(c.get("architecture") == "ensemble" for c in configs):
-        raise UsageError("a member cannot itself be an ensemble: list its members instead")
-    if half is None:
-        half = all(_stored_half(f) for f in folders)
-    members = [{"architecture": c["architecture"], "model_args": dict(c.get("model_args") or {})} for c in configs]
-    net = Ensemble(models)
-    keep = ("num_classes", "class_names", "palette", "mean", "std", "input_size", "ignore_index", "dataset",
-            "dataset_args")
-    config = {k: configs[0][k] for k in keep if k in configs[0]}
-    config.update(architecture="ensemble", model_args={"members": members},
-                  ensemble_of=[{"source": str(r), "metrics": c.get("metrics")} for r, c in zip(refs, configs)])
-    return save_artifact(out, net, config, half=bool(half))
-
-
-def _stored_half(folder: Path) -> bool:
-    from safetensors import safe_open
-
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
-        floats = [d for d in (f.get_slice(k).get_dtype() for k in f.keys()) if d.startswith(("F", "BF"))]
-    return all(d in ("F16", "BF16") for d in floats)

@@ -307,7 +307,7 @@ class InputRenorm(nn.Module):
 
     def __init__(self, mean: Iterable[float], std: Iterable[float]) -> None:
         super().__init__()
-        from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+        from ..data.base import IMAGENET_MEAN, IMAGENET_STD
 
         m_in, s_in = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         m_out, s_out = torch.tensor(list(mean), dtype=torch.float32), torch.tensor(list(std), dtype=torch.float32)
@@ -322,7 +322,7 @@ class InputRenorm(nn.Module):
 def input_adapter(encoder: nn.Module) -> nn.Module:
     """``InputRenorm`` when the timm encoder's pretrained config asks for other than ImageNet mean/std,
     else ``nn.Identity``."""
-    from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from ..data.base import IMAGENET_MEAN, IMAGENET_STD
 
     cfg = getattr(encoder, "pretrained_cfg", None) or {}
     mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))

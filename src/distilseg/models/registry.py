@@ -1,7 +1,9 @@
 """One registry and one ``create_model``, the way timm does it.
 
 A model module decorates a factory ``fn(num_classes, **kwargs) -> nn.Module`` with ``@register_model``;
-the factory's docstring's first line is the description shown by ``distilseg models``.
+the factory's docstring's first line is the description shown by ``distilseg models``. The package
+(``distilseg/models/__init__.py``) imports every model module, with plain imports, so importing anything from
+``distilseg.models`` registers them all; this module imports none of them.
 """
 from __future__ import annotations
 
@@ -50,12 +52,10 @@ def register_model(fn: ModelFactory | None = None, *, name: str | None = None, t
 
 def list_models(include_untrainable: bool = False) -> list[str]:
     """Architectures to train (``--model``); ``include_untrainable`` adds those built only from artifacts."""
-    _import_all()
     return sorted(k for k, e in _REGISTRY.items() if e.trainable or include_untrainable)
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    _import_all()
     if name not in _REGISTRY:
         raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     return _REGISTRY[name]
@@ -71,7 +71,3 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     model.distilseg_arch = name
     model.distilseg_args = {k: v for k, v in kwargs.items() if k not in ("pretrained",)}
     return model
-
-
-def _import_all() -> None:
-    from . import _zoo  # noqa: F401  (imports every model module so they register)

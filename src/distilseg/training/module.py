@@ -240,7 +240,7 @@ class SegModule(pl.LightningModule):
         opt = build_optimizer(s["optimizer"], groups, float(s["lr"]))
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, int(self.trainer.max_epochs or 1)))
-        self.schedule_length = {"total": total}  # a time budget shortens it (engine.budget)
+        self.schedule_length = {"total": total}  # a time budget shortens it (training.budget)
         sched = build_scheduler(
             opt, s["scheduler"], total, per_epoch, float(s.get("warmup_epochs", 0.0)), float(s.get("gamma", 0.9)),
             self.schedule_length,

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..data import collate_segmentation
 from ..data.transforms import seed_augmentations
 from ..errors import DataError, UsageError
-from .config import eval_size
+from .config import TrainConfig
 
 __all__ = ["compute_class_weights", "build_datasets", "quick_check", "UnpaddedShardSampler", "seed_train_worker",
            "SegDataModule"]
@@ -62,29 +62,29 @@ def compute_class_weights(spec: Any, ds: Any) -> list[float] | None:
 
 
 
-def build_datasets(cfg: dict[str, Any]) -> tuple[Any, Any, list[float], list[float]]:
+def build_datasets(cfg: TrainConfig) -> tuple[Any, Any, list[float], list[float]]:
     from .. import data as dmod
 
     mean, std = list(dmod.IMAGENET_MEAN), list(dmod.IMAGENET_STD)
-    h, w = cfg["img_size"]
-    if cfg["augment"]:
-        train_tf = dmod.build_train_transform(img_size=(h, w), mean=mean, std=std, weather=bool(cfg["weather"]),
-                                              photometric=cfg.get("photometric", "mild"))
+    h, w = cfg.img_size
+    if cfg.augment:
+        train_tf = dmod.build_train_transform(img_size=(h, w), mean=mean, std=std, weather=bool(cfg.weather),
+                                              photometric=cfg.photometric)
     else:
         train_tf = dmod.build_train_transform(
             img_size=(h, w), mean=mean, std=std, scale=(1.0, 1.0), hflip=False, rotate=0, color=False
         )
-    eval_tf = dmod.build_eval_transform(img_size=tuple(eval_size(cfg)), mean=mean, std=std)
-    opts = dict(cfg["dataset_args"])
-    train_split, val_split = cfg.get("train_split", "train"), cfg.get("val_split", "val")
-    train_ds = dmod.create_dataset(cfg["dataset"], root=cfg["root"], split=train_split, transform=train_tf, **opts)
-    if cfg.get("holdout"):
+    eval_tf = dmod.build_eval_transform(img_size=tuple(cfg.input_size), mean=mean, std=std)
+    opts = dict(cfg.dataset_args)
+    train_split, val_split = cfg.train_split, cfg.val_split
+    train_ds = dmod.create_dataset(cfg.dataset, root=cfg.root, split=train_split, transform=train_tf, **opts)
+    if cfg.holdout:
         train_ds, val_ds = _hold_out(cfg, train_ds, dmod.create_dataset(
-            cfg["dataset"], root=cfg["root"], split=train_split, transform=eval_tf, **opts))
+            cfg.dataset, root=cfg.root, split=train_split, transform=eval_tf, **opts))
         return train_ds, val_ds, mean, std
-    val_ds = dmod.create_dataset(cfg["dataset"], root=cfg["root"], split=val_split, transform=eval_tf, **opts)
+    val_ds = dmod.create_dataset(cfg.dataset, root=cfg.root, split=val_split, transform=eval_tf, **opts)
     if len(train_ds) == 0:
-        raise DataError(f"dataset {cfg['dataset']} ({cfg['root']}): the training split has no samples")
+        raise DataError(f"dataset {cfg.dataset} ({cfg.root}): the training split has no samples")
     _warn_shared_groups(cfg, train_ds, val_ds)
     shared = sorted(set(val_split.split("+")) & set(train_split.split("+")))
     if shared:
@@ -94,31 +94,31 @@ def build_datasets(cfg: dict[str, Any]) -> tuple[Any, Any, list[float], list[flo
     return train_ds, val_ds, mean, std
 
 
-def _hold_out(cfg: dict[str, Any], train_ds: Any, pool: Any) -> tuple[Any, Any]:
+def _hold_out(cfg: TrainConfig, train_ds: Any, pool: Any) -> tuple[Any, Any]:
     """``--holdout G``: the training split less the frames of G, and those frames as the validation split."""
     from ..data.groups import group_pattern, parse_group_list, select_groups
 
-    groups = parse_group_list(cfg["holdout"])
+    groups = parse_group_list(cfg.holdout)
     if groups == ["each"]:
         raise UsageError("--holdout each runs one fold per group: it is handled by the train/distill command, "
                          "not by one run (give a group name)")
-    pattern = group_pattern(train_ds, cfg.get("group_by"))
+    pattern = group_pattern(train_ds, cfg.group_by)
     if pattern is None:
-        raise UsageError(f"--holdout: dataset {cfg['dataset']!r} has no default grouping; give --group-by REGEX")
+        raise UsageError(f"--holdout: dataset {cfg.dataset!r} has no default grouping; give --group-by REGEX")
     select_groups(train_ds, groups, pattern, keep=False)
     select_groups(pool, groups, pattern, keep=True)
     if len(train_ds) == 0:
-        raise UsageError(f"--holdout {cfg['holdout']}: nothing is left to train on in split {train_ds.split!r}")
+        raise UsageError(f"--holdout {cfg.holdout}: nothing is left to train on in split {train_ds.split!r}")
     print(f"distilseg: holding out {','.join(groups)} ({len(pool)} frames of split {pool.split!r}) for validation; "
           f"training on the other {len(train_ds)}")
     return train_ds, pool
 
 
-def _warn_shared_groups(cfg: dict[str, Any], train_ds: Any, val_ds: Any) -> None:
+def _warn_shared_groups(cfg: TrainConfig, train_ds: Any, val_ds: Any) -> None:
     """One line when the validation split holds frames of groups (streets, cities) that training holds too."""
     from ..data.groups import group_pattern, overlap_warning, shared_groups
 
-    pattern = group_pattern(train_ds, cfg.get("group_by"))
+    pattern = group_pattern(train_ds, cfg.group_by)
     if pattern is None:
         return
     try:
@@ -188,32 +188,31 @@ def seed_train_worker(worker_id: int, rank: int = 0) -> None:
 class SegDataModule(pl.LightningDataModule):
     """The training and validation loaders of one run (per process under DDP)."""
 
-    def __init__(self, cfg: dict[str, Any], train_ds: Any, val_ds: Any) -> None:
+    def __init__(self, train_ds: Any, val_ds: Any, batch_size: int, num_workers: int, seed: int) -> None:
         super().__init__()
-        self.cfg, self.train_ds, self.val_ds = cfg, train_ds, val_ds
+        self.train_ds, self.val_ds = train_ds, val_ds
+        self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
 
     def train_dataloader(self) -> DataLoader:
-        cfg, train_ds = self.cfg, self.train_ds
+        train_ds, bs, nw = self.train_ds, self.batch_size, self.num_workers
         world, rank = self.trainer.world_size, self.trainer.global_rank
-        bs = cfg["batch_size"]
         drop_last = len(train_ds) // world >= bs  # never a batch of 1 for BatchNorm unless data is tiny
-        nw = cfg["num_workers"]
         # albumentations keeps its own generators (seed_everything does not reach them): seed them from
         # --seed for num_workers=0; each worker reseeds its copy in seed_train_worker. The stream goes on
         # across epochs, so every epoch still draws new augmentations.
-        seed_augmentations(train_ds, [int(cfg["seed"]), rank])
+        seed_augmentations(train_ds, [self.seed, rank])
         common = dict(batch_size=bs, num_workers=nw, collate_fn=collate_segmentation,
                       drop_last=drop_last, persistent_workers=nw > 0, pin_memory=False,
                       worker_init_fn=functools.partial(seed_train_worker, rank=rank) if nw > 0 else None)
         if world > 1:
             sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
-                                         seed=cfg["seed"], drop_last=False)
+                                         seed=self.seed, drop_last=False)
             return DataLoader(train_ds, sampler=sampler, **common)
         return DataLoader(train_ds, shuffle=True, **common)
 
     def val_dataloader(self) -> DataLoader:
         world, rank = self.trainer.world_size, self.trainer.global_rank
         sampler = UnpaddedShardSampler(len(self.val_ds), rank, world)
-        nw = self.cfg["num_workers"]
-        return DataLoader(self.val_ds, sampler=sampler, batch_size=self.cfg["batch_size"], num_workers=nw,
+        nw = self.num_workers
+        return DataLoader(self.val_ds, sampler=sampler, batch_size=self.batch_size, num_workers=nw,
                           collate_fn=collate_segmentation, persistent_workers=nw > 0)

@@ -173,7 +173,7 @@ def build_scheduler(
     """A Lightning ``lr_scheduler`` config stepped every optimizer step (None for ``none``).
 
     ``length``: a mutable ``{"total": N}`` read at every step instead of ``total_steps``; a time budget
-    (``engine.budget``) sets it once it has timed the first steps, so the schedule ends where the run does."""
+    (``training.budget``) sets it once it has timed the first steps, so the schedule ends where the run does."""
     name = name.lower()
     if name not in SCHEDULERS:
         raise UsageError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")

@@ -28,7 +28,7 @@ dominated, see ``benchmarks/video_fps.py`` and ``benchmarks/results/video_fps.js
   agree on 98.4 % of the pixels of the benchmark clip, differing almost only along class boundaries.
   Test-time augmentation (which averages probabilities at the source size) and segmenters without the
   ``SegmenterBase`` hooks take the exact ``segmenter.predict`` path.
-- **Network input resized on uint8** (``_network_input``): same antialiased bilinear resize and
+- **Network input resized on uint8** (``SegmenterBase.network_input``): same antialiased bilinear resize and
   normalization as ``preprocess.image_to_input`` but on the uint8 frame (~5x cheaper at 1080p than on a
   float copy); at most one grey level of difference.
 - **Overlay with a palette LUT**: the label map becomes a PIL palette image (the class colours are its
@@ -58,148 +58,17 @@ import math
 import os
 import queue
 import sys
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import DataError, UsageError
+from .video_io import FrameSource, VideoWriter
 
-__all__ = ["VIDEO_EXTENSIONS", "is_video_file", "FrameSource", "open_video", "frame_folder_source", "segment_video"]
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
-
-
-def is_video_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-@dataclass
-class FrameSource:
-    """Frames as HxWx3 uint8 RGB with their source index; ``total`` is None when the container does not say."""
-
-    name: str
-    frames: Callable[[], Iterator[tuple[int, np.ndarray]]]
-    total: int | None
-    fps: Fraction
-
-
-def _av_error_types() -> tuple[type[BaseException], ...]:
-    import av
-
-    types: list[type[BaseException]] = [OSError, ValueError]
-    for attr in ("FFmpegError", "AVError"):
-        t = getattr(getattr(av, "error", av), attr, None) or getattr(av, attr, None)
-        if isinstance(t, type):
-            types.append(t)
-    return tuple(types)
-
-
-def open_video(path: str | os.PathLike) -> FrameSource:
-    """Open a video file with PyAV; a missing, unreadable or stream-less file is a one-line ``DataError``."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such video file")
-    errors = _av_error_types()
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(f"{path}: holds no video stream")
-            stream = container.streams.video[0]
-            total = int(stream.frames) or None
-            fps = Fraction(stream.average_rate or stream.guessed_rate or 30)
-    except DataError:
-        raise
-    except errors as exc:
-        raise DataError(f"{path}: not a readable video ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
-
-    def frames() -> Iterator[tuple[int, np.ndarray]]:
-        index = -1
-        try:
-            with av.open(str(path)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                for index, frame in enumerate(container.decode(stream)):
-                    yield index, frame.to_ndarray(format="rgb24")
-        except errors as exc:
-            raise DataError(f"{path}: cannot decode frame {index + 1} ({exc})") from exc
-
-    return FrameSource(name=str(path), frames=frames, total=total, fps=fps)
-
-
-def frame_folder_source(files: Sequence[Path], fps: float = 30.0, name: str = "frames") -> FrameSource:
-    """Image files (already in the wanted order) as the frames of one video."""
-    from .segmenter import read_image
-
-    files = list(files)
-
-    def frames() -> Iterator[tuple[int, np.ndarray]]:
-        for i, f in enumerate(files):
-            yield i, read_image(f)
-
-    return FrameSource(name=name, frames=frames, total=len(files), fps=Fraction(fps).limit_denominator(1001))
-
-
-def _even(frame: np.ndarray) -> np.ndarray:
-    """yuv420p needs even sizes: repeat the last row/column when a side is odd."""
-    h, w = frame.shape[:2]
-    if h % 2 or w % 2:
-        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    return frame
-
-
-class _Writer:
-    """H.264 writer into a temporary file, renamed into place on success (a killed run leaves no torn mp4)."""
-
-    def __init__(self, path: Path, fps: Fraction, codec: str = "libx264", preset: str = "ultrafast",
-                 crf: int = 23) -> None:
-        import av
-
-        self.path = path
-        # a name of its own per run: two runs writing the same video must not share (and tear) one file
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self.container = av.open(str(self.tmp), mode="w")
-        self.stream = self.container.add_stream(codec, rate=fps)
-        self.stream.pix_fmt = "yuv420p"
-        self.time_base = 1 / Fraction(fps)  # one tick per frame: exact timestamps, no drift
-        if codec == "libx264":
-            self.stream.options = {"crf": str(int(crf)), "preset": str(preset)}
-            self.stream.codec_context.thread_count = max(1, min(4, os.cpu_count() or 1))
-        self.count = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        import av
-
-        frame = _even(frame)
-        if self.count == 0:
-            self.stream.height, self.stream.width = frame.shape[:2]
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        vf.pts = self.count
-        vf.time_base = self.time_base
-        for packet in self.stream.encode(vf):
-            self.container.mux(packet)
-        self.count += 1
-
-    def close(self, ok: bool) -> None:
-        try:
-            if ok and self.count:
-                for packet in self.stream.encode():
-                    self.container.mux(packet)
-        finally:
-            self.container.close()
-        if ok and self.count:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+__all__ = ["segment_video"]
 
 
 def _resize_labels(labels: np.ndarray, hw: Sequence[int]) -> np.ndarray:
@@ -274,25 +143,9 @@ def _fast_options(segmenter: Any, upsample: str) -> Any:
     opts = getattr(segmenter, "inference_options", None)
     if opts is None or getattr(opts, "tta", None):  # TTA averages probabilities at the source size
         return None
-    if not all(hasattr(segmenter, a) for a in ("_network", "_mean", "_std", "input_size")):
+    if not all(hasattr(segmenter, a) for a in ("network_input", "network_logits")):
         return None
     return opts
-
-
-def _network_input(frame: np.ndarray, size: Sequence[int], mean: Any, std: Any) -> Any:
-    """``preprocess.image_to_input`` with the antialiased bilinear resize done on uint8 (torch's vectorized
-    uint8 kernel, ~5x cheaper at 1080p than resizing a float copy); the input differs from the float path by
-    at most one grey level (the INT8 model quantizes its input to about that step anyway)."""
-    import torch
-    import torch.nn.functional as F
-
-    if not frame.flags.writeable:
-        frame = frame.copy()
-    x = torch.from_numpy(frame).permute(2, 0, 1).unsqueeze(0)  # channels-last view, no copy
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=tuple(int(v) for v in size), mode="bilinear", align_corners=False, antialias=True)
-    x = x.to(mean.device).float().div_(255.0)
-    return ((x - mean) / std).contiguous()
 
 
 _SPINNING = "session.intra_op.allow_spinning"
@@ -397,8 +250,6 @@ def segment_video(
         raise UsageError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
     every, batch_size = int(every), int(batch_size)
     fast = _fast_options(segmenter, upsample)
-    if fast is not None:
-        from ..preprocess import policy_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     label_dir = out_dir / f"{stem}_labels"
@@ -406,7 +257,7 @@ def segment_video(
         label_dir.mkdir(parents=True, exist_ok=True)
     painter = _Painter(segmenter.palette, alpha, segmenter.class_names, legend)
     out_fps = source.fps / every
-    writer = _Writer(out_dir / f"{stem}_overlay.mp4", out_fps, codec=codec, preset=preset, crf=crf)
+    writer = VideoWriter(out_dir / f"{stem}_overlay.mp4", out_fps, codec=codec, preset=preset, crf=crf)
     total = None if source.total is None else math.ceil(source.total / every)
     bar = progress_bar(total=total, desc=f"predict {Path(source.name).name}", unit="frame", disable=not progress)
     stages = {k: 0.0 for k in ("decode", "preprocess", "network", "upsample", "overlay", "encode", "labels")}
@@ -433,8 +284,7 @@ def segment_video(
                 if fast is not None:
                     t = time.perf_counter()
                     with torch.inference_mode():
-                        size = policy_size(frame.shape[:2], fast.resize, segmenter.input_size, fast.short_side)
-                        x = _network_input(frame, size, segmenter._mean, segmenter._std)
+                        x = segmenter.network_input(frame, fast)
                     stages["preprocess"] += time.perf_counter() - t
                 yield index, frame, x
         finally:
@@ -459,7 +309,7 @@ def segment_video(
         with torch.inference_mode():
             for idx in groups.values():
                 name = f"{source.name} frame {batch[idx[0]][0]}"
-                logits = segmenter._network(torch.cat([batch[i][2] for i in idx]), fast, name)
+                logits = segmenter.network_logits(torch.cat([batch[i][2] for i in idx]), fast, name)
                 maps = logits.max(1).indices.to(torch.uint8).cpu().numpy()  # the first maximum, as argmax
                 for j, i in enumerate(idx):
                     labels[i] = maps[j]

@@ -13,7 +13,7 @@ A fold whose ``heldout/metrics.json`` exists is done and skipped on a re-run.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -22,76 +22,76 @@ import numpy as np
 
 from ..errors import UsageError
 from ..io import atomic_write_json, atomic_write_text
+from .config import TrainConfig
 
 __all__ = ["is_each", "fold_groups", "run_folds", "pool_folds", "heldout_dataset"]
 
 
-def is_each(cfg: dict[str, Any]) -> bool:
-    return str(cfg.get("holdout") or "").strip().lower() == "each"
+def is_each(cfg: TrainConfig) -> bool:
+    return str(cfg.holdout or "").strip().lower() == "each"
 
 
-def _pattern(ds: Any, cfg: dict[str, Any]):
+def _pattern(ds: Any, cfg: TrainConfig):
     from ..data.groups import group_pattern
 
-    pattern = group_pattern(ds, cfg.get("group_by"))
+    pattern = group_pattern(ds, cfg.group_by)
     if pattern is None:
-        raise UsageError(f"--holdout: dataset {cfg['dataset']!r} has no default grouping; give --group-by REGEX")
+        raise UsageError(f"--holdout: dataset {cfg.dataset!r} has no default grouping; give --group-by REGEX")
     return pattern
 
 
-def fold_groups(cfg: dict[str, Any]) -> list[str]:
+def fold_groups(cfg: TrainConfig) -> list[str]:
     """The groups of the training split, in order of first appearance (one fold each)."""
     from ..data import create_dataset
     from ..data.groups import groups_of
 
-    ds = create_dataset(cfg["dataset"], root=cfg["root"], split=cfg["train_split"], **dict(cfg["dataset_args"]))
+    ds = create_dataset(cfg.dataset, root=cfg.root, split=cfg.train_split, **dict(cfg.dataset_args))
     names = groups_of(ds, _pattern(ds, cfg))
     groups = list(dict.fromkeys(names))
     if len(groups) < 2:
-        raise UsageError(f"--holdout each: split {cfg['train_split']!r} holds {len(groups)} group(s) "
+        raise UsageError(f"--holdout each: split {cfg.train_split!r} holds {len(groups)} group(s) "
                          f"({', '.join(groups)}); leave-one-group-out needs at least two")
     return groups
 
 
-def heldout_dataset(cfg: dict[str, Any], groups: list[str]) -> Any:
+def heldout_dataset(cfg: TrainConfig, groups: list[str]) -> Any:
     """The frames of ``groups`` in the training split, untransformed (as ``eval`` reads them)."""
     from ..data import create_dataset
     from ..data.groups import select_groups
 
-    ds = create_dataset(cfg["dataset"], root=cfg["root"], split=cfg["train_split"], **dict(cfg["dataset_args"]))
+    ds = create_dataset(cfg.dataset, root=cfg.root, split=cfg.train_split, **dict(cfg.dataset_args))
     return select_groups(ds, groups, _pattern(ds, cfg), keep=True)
 
 
-def _score_fold(fold_cfg: dict[str, Any], group: str, fold_out: Path) -> dict[str, Any]:
+def _score_fold(fold_cfg: TrainConfig, group: str, fold_out: Path) -> dict[str, Any]:
     from ..inference.segmenter import load
-    from .evaluate import evaluate_model, write_report
+    from ..inference.scoring import evaluate_model, write_report
 
     ds = heldout_dataset(fold_cfg, [group])
     seg = load(str(fold_out / "last"))
-    metrics, cm, samples = evaluate_model(seg, ds, batch_size=4, progress=bool(fold_cfg.get("progress")))
-    metrics["split"] = f"{fold_cfg['train_split']} [{group}]"
+    metrics, cm, samples = evaluate_model(seg, ds, batch_size=4, progress=bool(fold_cfg.progress))
+    metrics["split"] = f"{fold_cfg.train_split} [{group}]"
     write_report(fold_out / "heldout", metrics, cm, samples, list(ds.classes), np.asarray(ds.palette))
     atomic_write_json(fold_out / "heldout" / "confusion.json", {"group": group, "confusion": cm.tolist(),
                                                                  "class_names": list(ds.classes)})
     return metrics
 
 
-def run_folds(cfg: dict[str, Any], run_one: Callable[[dict[str, Any]], Any], log: Callable[[str], None] = print,
-              fold_cfg_hook: Callable[[dict[str, Any], str], dict[str, Any]] | None = None) -> Path:
+def run_folds(cfg: TrainConfig, run_one: Callable[[TrainConfig], Any], log: Callable[[str], None] = print,
+              fold_cfg_hook: Callable[[TrainConfig, str], TrainConfig] | None = None) -> Path:
     """Run ``run_one(fold_cfg)`` for every group left out in turn, score each fold, pool them into OUT/cv.json.
 
     ``fold_cfg_hook(fold_cfg, group)`` may adjust a fold's settings (distill: the fold's own teacher)."""
-    out = Path(cfg["out"])
+    out = Path(cfg.out)
     groups = fold_groups(cfg)
-    log(f"distilseg: leave-one-group-out over {len(groups)} groups of split {cfg['train_split']!r}: "
+    log(f"distilseg: leave-one-group-out over {len(groups)} groups of split {cfg.train_split!r}: "
         f"{', '.join(groups)}")
     for k, group in enumerate(groups, start=1):
         fold_out = out / f"fold-{group}"
         if (fold_out / "heldout" / "confusion.json").is_file():
             log(f"distilseg: fold {k}/{len(groups)} ({group}) is done already ({fold_out}), skipped")
             continue
-        fold_cfg = copy.deepcopy(cfg)
-        fold_cfg.update(holdout=group, out=str(fold_out))
+        fold_cfg = dataclasses.replace(cfg, holdout=group, out=str(fold_out))
         if fold_cfg_hook is not None:
             fold_cfg = fold_cfg_hook(fold_cfg, group)
         log(f"distilseg: fold {k}/{len(groups)}: {group} held out, run in {fold_out}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import os
 import time
 from pathlib import Path
@@ -23,10 +22,8 @@ from typing import Any, Iterator
 
 from ..artifact import is_artifact_dir
 from ..errors import TrainingError, UsageError
-from .config import DEFAULTS, TrainConfig, add_train_arguments, eval_size, resolve_config, save_config, validate  # noqa: F401
-from .datamodule import (  # noqa: F401 - build_datasets, quick_check, seed_train_worker re-exported
-    SegDataModule, build_datasets, compute_class_weights, quick_check, seed_train_worker,
-)
+from .config import TrainConfig, resolve_config
+from .datamodule import SegDataModule, build_datasets, compute_class_weights, quick_check
 
 LAST_CKPT_REL = Path("checkpoints") / "last.ckpt"
 
@@ -35,18 +32,18 @@ LAST_CKPT_REL = Path("checkpoints") / "last.ckpt"
 # model
 
 
-def build_model(cfg: dict[str, Any], num_classes: int):
+def build_model(cfg: TrainConfig, num_classes: int):
     from ..models import create_model
 
-    kwargs = dict(cfg["model_args"])
-    pre = cfg.get("pretrained")
+    kwargs = dict(cfg.model_args)
+    pre = cfg.pretrained
     artifact_dir = Path(pre) if pre and is_artifact_dir(Path(pre)) else None
     if pre and artifact_dir is None:
         kwargs["pretrained"] = pre
     try:
-        model = create_model(cfg["model"], num_classes, **kwargs)
+        model = create_model(cfg.model, num_classes, **kwargs)
     except TypeError as exc:
-        raise UsageError(f"--model {cfg['model']}: bad --model-args {cfg['model_args']} ({exc})") from exc
+        raise UsageError(f"--model {cfg.model}: bad --model-args {cfg.model_args} ({exc})") from exc
     if artifact_dir is not None:
         from ..artifact import load_artifact, read_config
 
@@ -54,14 +51,14 @@ def build_model(cfg: dict[str, Any], num_classes: int):
         if int(src["num_classes"]) != num_classes:
             raise UsageError(
                 f"--pretrained {artifact_dir}: the model has {src['num_classes']} classes but dataset "
-                f"{cfg['dataset']} has {num_classes}"
+                f"{cfg.dataset} has {num_classes}"
             )
         pre_model, _ = load_artifact(artifact_dir)
         try:
             model.load_state_dict(pre_model.state_dict(), strict=True)
         except RuntimeError as exc:
-            raise UsageError(f"--pretrained {artifact_dir}: weights do not fit {cfg['model']} ({exc})") from exc
-    if cfg["freeze_encoder"]:
+            raise UsageError(f"--pretrained {artifact_dir}: weights do not fit {cfg.model} ({exc})") from exc
+    if cfg.freeze_encoder:
         from .optim import freeze_encoder
 
         freeze_encoder(model)
@@ -84,17 +81,29 @@ def _is_rank0() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
-def run_training(cfg: dict[str, Any] | TrainConfig, distiller: Any = None, extra_callbacks: list | None = None) -> Path:
-    """Train per ``cfg`` (see ``resolve_config``); returns OUT with best/, last/, checkpoints/, history.
+def train(cfg: TrainConfig) -> Path:
+    """Train one model per ``cfg`` (the ``distilseg train`` command from Python); returns OUT, which holds best/
+    and last/ (model artifacts), checkpoints/last.ckpt (resume state), history.csv and config.yaml. With
+    ``holdout="each"``: one run per group in OUT/fold-GROUP/, pooled in OUT/cv.json (``training.folds``)."""
+    from .folds import is_each, run_folds
+
+    if is_each(cfg):
+        return run_folds(cfg, run_training)
+    return run_training(cfg)
+
+
+def run_training(cfg: TrainConfig | dict[str, Any], distiller: Any = None, extra_callbacks: list | None = None) -> Path:
+    """Train per ``cfg`` (a ``TrainConfig``, or a mapping of its fields, validated here once); returns OUT with
+    best/, last/, checkpoints/, history. ``distiller``: distill's hook (``distill.Distiller``).
 
     OUT is checked first (a writable folder, not a file) and locked (``OUT/.lock``) for the whole run, so a
     second run on the same folder is refused instead of mixing its files with this one's.
     """
     from ..io import ensure_output_dir, run_lock
 
-    cfg = cfg.to_dict() if isinstance(cfg, TrainConfig) else copy.deepcopy(cfg)
-    validate(cfg)
-    out = Path(cfg["out"])
+    if not isinstance(cfg, TrainConfig):
+        cfg = TrainConfig.from_dict(dict(cfg))
+    out = Path(cfg.out)
     if not _is_rank0():  # DDP workers run under the launching process' lock
         return _run_training(cfg, distiller, extra_callbacks)
     ensure_output_dir(out)
@@ -178,7 +187,7 @@ def _interrupted_error(signum: int, out: Path, recorder: Any) -> Exception:
     return RunInterrupted(f"run interrupted by {name} before any state was saved", signum, resumable=False)
 
 
-def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: list | None = None) -> Path:
+def _run_training(cfg: TrainConfig, distiller: Any = None, extra_callbacks: list | None = None) -> Path:
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
@@ -191,17 +200,15 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
     import warnings
 
     started = time.perf_counter()
-    cfg = copy.deepcopy(cfg)
-    validate(cfg)
     for msg in (".*smaller than the logging interval.*", ".*LeafSpec.*is deprecated.*",
                 ".*`training_step` returned `None`.*", ".*does not have many workers.*"):
         warnings.filterwarnings("ignore", message=msg)
-    out = Path(cfg["out"])
+    out = Path(cfg.out)
     ckpt = out / LAST_CKPT_REL
     resume_from: Path | None = None
     rank0 = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
     if ckpt.is_file():
-        if not cfg["resume"]:
+        if not cfg.resume:
             raise UsageError(
                 f"{out} already holds a training run ({ckpt}); pass --resume to continue it or choose "
                 f"another --out (nothing was changed)"
@@ -209,28 +216,28 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
         resume_from = ckpt
         from .resume import check_resume_settings
 
-        check_resume_settings(cfg, out)  # before anything is written
+        check_resume_settings(cfg.to_dict(), out)  # before anything is written
     else:
         _refuse_finished_without_state(out, ckpt)
-        if cfg["resume"] and rank0:
+        if cfg.resume and rank0:
             print(f"distilseg train: no saved state in {ckpt}; starting from the beginning")
 
-    pl.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     train_ds, val_ds, mean, std = build_datasets(cfg)
-    train_ds = quick_check(train_ds, cfg["skip_bad"])
-    val_ds = quick_check(val_ds, cfg["skip_bad"], substitute="ignore", like=train_ds)
+    train_ds = quick_check(train_ds, cfg.skip_bad)
+    val_ds = quick_check(val_ds, cfg.skip_bad, substitute="ignore", like=train_ds)
     num_classes = int(train_ds.num_classes)
     if resume_from is not None:
         _check_resume_classes(resume_from, num_classes)
     model = build_model(cfg, num_classes)
-    weights = compute_class_weights(cfg["class_weights"], train_ds)
+    weights = compute_class_weights(cfg.class_weights, train_ds)
     ignore_index = int(getattr(train_ds, "ignore_index", 255))
     loss_fn = build_loss(
-        cfg["loss"], num_classes, ignore_index=ignore_index,
+        cfg.loss, num_classes, ignore_index=ignore_index,
         class_weights=torch.tensor(weights, dtype=torch.float32) if weights is not None else None,
     )
     classes = [str(c) for c in train_ds.classes]
-    settings = {k: cfg[k] for k in ("lr", "weight_decay", "optimizer", "scheduler", "gamma", "warmup_epochs",
+    settings = {k: getattr(cfg, k) for k in ("lr", "weight_decay", "optimizer", "scheduler", "gamma", "warmup_epochs",
                                     "encoder_lr_mult", "skip_nonfinite", "channels_last")}
     module = SegModule(model, loss_fn, num_classes, settings, class_names=classes, ignore_index=ignore_index,
                        distiller=distiller)
@@ -241,59 +248,59 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
         "palette": palette.tolist() if hasattr(palette, "tolist") else palette,
         "mean": mean,
         "std": std,
-        "input_size": eval_size(cfg),
+        "input_size": cfg.input_size,
         "ignore_index": ignore_index,
-        "dataset": cfg["dataset"],
-        "dataset_args": cfg["dataset_args"],
+        "dataset": cfg.dataset,
+        "dataset_args": cfg.dataset_args,
         # which frames trained it: a teacher for a held-out fold must not have seen that fold's group
-        "train_split": cfg["train_split"],
-        "holdout": cfg.get("holdout"),
+        "train_split": cfg.train_split,
+        "holdout": cfg.holdout,
     }
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(dict(cfg, num_classes=num_classes), out)
-    recorder = RunRecorder(out, artifact_config, every_n_steps=cfg["checkpoint_every_steps"])
+        cfg.save(out, num_classes)
+    recorder = RunRecorder(out, artifact_config, every_n_steps=cfg.checkpoint_every_steps)
     callbacks: list = [recorder, LearningRateMonitor(logging_interval="epoch")]
-    if cfg["progress"]:  # a bar on a terminal, one line per epoch in a log file
+    if cfg.progress:  # a bar on a terminal, one line per epoch in a log file
         from ..progress import training_progress_callback
 
         callbacks.append(training_progress_callback(refresh_rate=1))
-    if cfg["patience"] > 0:
-        callbacks.append(EarlyStopping(monitor="val_mIoU", mode="max", patience=cfg["patience"],
+    if cfg.patience > 0:
+        callbacks.append(EarlyStopping(monitor="val_mIoU", mode="max", patience=cfg.patience,
                                        check_finite=False))
     callbacks += _budget_callbacks(cfg, started, num_classes, rank0)
     callbacks += list(extra_callbacks or [])
     # a new version folder per launch: a resumed run must not erase the logs of the run it continues
     loggers = [CSVLogger(str(out), name="logs"), TensorBoardLogger(str(out), name="tensorboard")]
-    precision = "32-true" if cfg["precision"] == "32" else cfg["precision"]
+    precision = "32-true" if cfg.precision == "32" else cfg.precision
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
         trainer = pl.Trainer(
-            accelerator=cfg["accelerator"],
-            devices=cfg["devices"],
-            num_nodes=cfg["num_nodes"],
-            strategy=cfg["strategy"],
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
             precision=precision,
-            max_epochs=cfg["epochs"],
-            limit_train_batches=cfg["limit_train_batches"],
-            limit_val_batches=cfg["limit_val_batches"],
-            check_val_every_n_epoch=cfg["val_every"],
-            gradient_clip_val=cfg["grad_clip"],
+            max_epochs=cfg.epochs,
+            limit_train_batches=cfg.limit_train_batches,
+            limit_val_batches=cfg.limit_val_batches,
+            check_val_every_n_epoch=cfg.val_every,
+            gradient_clip_val=cfg.grad_clip,
             callbacks=callbacks,
             logger=loggers,
             default_root_dir=str(out),
             num_sanity_val_steps=0,
             use_distributed_sampler=False,
             enable_checkpointing=True,
-            enable_progress_bar=bool(cfg["progress"]),
+            enable_progress_bar=bool(cfg.progress),
             enable_model_summary=False,
             log_every_n_steps=10,
         )
     except MisconfigurationException as exc:
         raise UsageError(f"cannot set up training: {exc}") from exc
     module.distilseg_num_classes = num_classes
-    dm = SegDataModule(cfg, train_ds, val_ds)
+    dm = SegDataModule(train_ds, val_ds, cfg.batch_size, cfg.num_workers, cfg.seed)
     _hand_sigterm_to_lightning()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
@@ -313,30 +320,29 @@ def _run_training(cfg: dict[str, Any], distiller: Any = None, extra_callbacks: l
     return out
 
 
-def _budget_callbacks(cfg: dict[str, Any], started: float, num_classes: int, rank0: bool) -> list:
-    """``--time-budget``: the step planner (``engine.budget``)."""
-    if not cfg["time_budget"]:
+def _budget_callbacks(cfg: TrainConfig, started: float, num_classes: int, rank0: bool) -> list:
+    """``--time-budget``: the step planner (``training.budget``)."""
+    if not cfg.time_budget:
         return []
     from .budget import TimeBudget
 
-    minutes = float(cfg["time_budget"])
+    minutes = float(cfg.time_budget)
 
     def fixed(steps: int, step_s: float) -> None:
         if rank0:
-            save_config(dict(cfg, num_classes=num_classes, budget_steps=steps,
-                             budget_step_seconds=round(step_s, 4)), Path(cfg["out"]))
+            cfg.save(cfg.out, num_classes, budget_steps=steps, budget_step_seconds=round(step_s, 4))
             print(f"time budget {minutes:g} min: {steps} optimizer steps ({step_s:.3f} s per step measured); "
-                  f"the {cfg['scheduler']} schedule is fitted to them")
+                  f"the {cfg.scheduler} schedule is fitted to them")
 
-    return [TimeBudget(minutes, started, fixed, checkpoint_every=cfg["checkpoint_every_steps"])]
+    return [TimeBudget(minutes, started, fixed, checkpoint_every=cfg.checkpoint_every_steps)]
 
 
 def run_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
-    from .folds import is_each, run_folds
+    from .folds import is_each
 
     if is_each(cfg):
-        run_folds(cfg, run_training)
+        train(cfg)
         return 0
     out = run_training(cfg)
     best = out / "best"

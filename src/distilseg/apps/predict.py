@@ -197,7 +197,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from .evaluate import apply_img_size
     from ..inference.options import options_from_args
     from ..inference.segmenter import load, read_image
-    from .video import frame_folder_source, is_video_file, open_video, segment_video
+    from .video import segment_video
+    from .video_io import frame_folder_source, is_video_file, open_video
 
     ensure_output_dir(args.out, create=False)  # before any work
     if args.batch_size < 1:

@@ -1,20 +1,15 @@
-"""``train``, ``eval`` and ``predict`` subcommands of ``distilseg``."""
+"""The ``train`` subcommand of ``distilseg``."""
 from __future__ import annotations
 
 import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .evaluate import register_eval
-    from .predict import register_predict
-
     register_train(subparsers)
-    register_eval(subparsers)
-    register_predict(subparsers)
 
 
 def register_train(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """``train``'s parser needs only the flag table (engine.config); Lightning is imported when it runs, so
+    """``train``'s parser needs only the flag table (training.config); Lightning is imported when it runs, so
     every ``distilseg`` command starts without paying for it."""
     from .config import add_train_arguments
 

@@ -1,0 +1,1 @@
+"""Running trained models: the ``eval``, ``predict`` (images and video) and ``demo`` commands."""

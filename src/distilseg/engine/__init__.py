@@ -1,1 +1,0 @@
-"""Training, evaluation, prediction and model artifacts."""
