@@ -116,12 +116,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _held_out_frames(dataset: Any, holdout: str | None, group_by: str | None) -> Any:
     """The frames of the ``--holdout`` groups of ``dataset`` (its split's name says which were kept)."""
-    from ..data.groups import group_pattern, parse_group_list, select_groups
+    from ..data.groups import parse_group_list, required_group_pattern, select_groups
 
     if not holdout:
         raise UsageError("--group-by goes with --holdout GROUP (the groups to score)")
     groups = parse_group_list(holdout)
-    pattern = group_pattern(dataset, group_by)
-    if pattern is None:
-        raise UsageError(f"--holdout: dataset {dataset.name!r} has no default grouping; give --group-by REGEX")
-    return select_groups(dataset, groups, pattern, keep=True)
+    return select_groups(dataset, groups, required_group_pattern(dataset, group_by), keep=True)

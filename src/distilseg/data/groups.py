@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from ..errors import DataError, UsageError
 
-__all__ = ["group_pattern", "sample_key", "group_of", "groups_of", "count_groups", "shared_groups",
+__all__ = ["group_pattern", "required_group_pattern", "sample_key", "group_of", "groups_of", "count_groups", "shared_groups",
            "select_groups", "parse_group_list", "check_holdout", "check_group_by", "format_shared", "overlap_warning"]
 
 
@@ -33,6 +33,16 @@ def group_pattern(ds: Any, regex: str | None = None) -> re.Pattern[str] | None:
         return re.compile(text)
     except re.error as exc:
         raise UsageError(f"--group-by {text!r}: not a regular expression ({exc})") from exc
+
+
+def required_group_pattern(ds: Any, regex: str | None = None) -> re.Pattern[str]:
+    """``group_pattern`` for ``--holdout``, which cannot go on without one: a dataset without a default grouping
+    and no ``--group-by`` is a UsageError naming the dataset."""
+    pattern = group_pattern(ds, regex)
+    if pattern is None:
+        raise UsageError(f"--holdout: dataset {getattr(ds, 'name', '')!r} has no default grouping; "
+                         f"give --group-by REGEX")
+    return pattern
 
 
 def sample_key(ds: Any, i: int) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, UsageError
+from ..errors import UsageError
 
 __all__ = ["register_overlap", "perceptual_hashes", "near_duplicates", "split_overlap", "run_overlap"]
 
@@ -48,16 +48,9 @@ def _hash_one(path: Path) -> int:
     import imagehash
     from PIL import Image
 
-    from .base import image_to_rgb
+    from .base import read_rgb
 
-    try:
-        with Image.open(path) as im:
-            rgb = image_to_rgb(im, path)
-    except DataError:
-        raise
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from exc
-    bits = imagehash.phash(Image.fromarray(rgb)).hash.flatten()
+    bits = imagehash.phash(Image.fromarray(read_rgb(path))).hash.flatten()
     return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
 
 

@@ -96,15 +96,13 @@ def build_datasets(cfg: TrainConfig) -> tuple[Any, Any, list[float], list[float]
 
 def _hold_out(cfg: TrainConfig, train_ds: Any, pool: Any) -> tuple[Any, Any]:
     """``--holdout G``: the training split less the frames of G, and those frames as the validation split."""
-    from ..data.groups import group_pattern, parse_group_list, select_groups
+    from ..data.groups import parse_group_list, required_group_pattern, select_groups
 
     groups = parse_group_list(cfg.holdout)
     if groups == ["each"]:
         raise UsageError("--holdout each runs one fold per group: it is handled by the train/distill command, "
                          "not by one run (give a group name)")
-    pattern = group_pattern(train_ds, cfg.group_by)
-    if pattern is None:
-        raise UsageError(f"--holdout: dataset {cfg.dataset!r} has no default grouping; give --group-by REGEX")
+    pattern = required_group_pattern(train_ds, cfg.group_by)
     select_groups(train_ds, groups, pattern, keep=False)
     select_groups(pool, groups, pattern, keep=True)
     if len(train_ds) == 0:

@@ -31,22 +31,13 @@ def is_each(cfg: TrainConfig) -> bool:
     return str(cfg.holdout or "").strip().lower() == "each"
 
 
-def _pattern(ds: Any, cfg: TrainConfig):
-    from ..data.groups import group_pattern
-
-    pattern = group_pattern(ds, cfg.group_by)
-    if pattern is None:
-        raise UsageError(f"--holdout: dataset {cfg.dataset!r} has no default grouping; give --group-by REGEX")
-    return pattern
-
-
 def fold_groups(cfg: TrainConfig) -> list[str]:
     """The groups of the training split, in order of first appearance (one fold each)."""
     from ..data import create_dataset
-    from ..data.groups import groups_of
+    from ..data.groups import groups_of, required_group_pattern
 
     ds = create_dataset(cfg.dataset, root=cfg.root, split=cfg.train_split, **dict(cfg.dataset_args))
-    names = groups_of(ds, _pattern(ds, cfg))
+    names = groups_of(ds, required_group_pattern(ds, cfg.group_by))
     groups = list(dict.fromkeys(names))
     if len(groups) < 2:
         raise UsageError(f"--holdout each: split {cfg.train_split!r} holds {len(groups)} group(s) "
@@ -57,10 +48,10 @@ def fold_groups(cfg: TrainConfig) -> list[str]:
 def heldout_dataset(cfg: TrainConfig, groups: list[str]) -> Any:
     """The frames of ``groups`` in the training split, untransformed (as ``eval`` reads them)."""
     from ..data import create_dataset
-    from ..data.groups import select_groups
+    from ..data.groups import required_group_pattern, select_groups
 
     ds = create_dataset(cfg.dataset, root=cfg.root, split=cfg.train_split, **dict(cfg.dataset_args))
-    return select_groups(ds, groups, _pattern(ds, cfg), keep=True)
+    return select_groups(ds, groups, required_group_pattern(ds, cfg.group_by), keep=True)
 
 
 def _score_fold(fold_cfg: TrainConfig, group: str, fold_out: Path) -> dict[str, Any]:
