@@ -209,6 +209,13 @@ def test_holdout_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert "not a regular expression" in capsys.readouterr().err
     assert main([*args, "--group-by", GROUP_BY, "--holdout", "alpha,beta", "--out", str(tmp_path / "d")]) == 2
     assert "nothing is left to train on" in capsys.readouterr().err
+    # a cv.md of the user's in OUT is never replaced: refused before any fold runs
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "cv.md").write_text("my notes")
+    assert main([*args, "--group-by", GROUP_BY, "--holdout", "each", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cv.md: exists and is not a leave-one-group-out result" in err[0]
+    assert (tmp_path / "e" / "cv.md").read_text() == "my notes" and not (tmp_path / "e" / "fold-alpha").exists()
 
 
 def test_compress_scores_every_row_on_the_held_out_street(tmp_path: Path) -> None:

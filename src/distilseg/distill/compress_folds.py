@@ -33,7 +33,7 @@ def compress_folds(out: Path, settings: dict[str, Any],
 
     import numpy as np
 
-    from ..training.folds import fold_groups
+    from ..training.folds import fold_groups, refuse_foreign_cv_outputs
     from ..metrics import metrics_from_confusion
 
     train = dict(settings["train"])
@@ -41,6 +41,7 @@ def compress_folds(out: Path, settings: dict[str, Any],
     if teacher and "{fold}" not in str(teacher):
         raise UsageError("--holdout each: give each fold its own teacher, one that never saw the held-out group, "
                          "with {fold} in --teacher, or let compress train one per fold")
+    refuse_foreign_cv_outputs(out)
     groups = fold_groups(_split_settings(settings))
     pooled: dict[str, Any] = {}
     for k, group in enumerate(groups, start=1):

@@ -68,12 +68,30 @@ def _score_fold(fold_cfg: TrainConfig, group: str, fold_out: Path) -> dict[str, 
     return metrics
 
 
+def refuse_foreign_cv_outputs(out: Path) -> None:
+    """``OUT/cv.json`` and ``OUT/cv.md`` may replace an earlier leave-one-group-out result (a ``cv.json`` holding
+    ``folds``, or a compress one holding ``groups``), never a file of the user's with that name: refused before any fold runs."""
+    target = Path(out) / "cv.json"
+    ours = False
+    if target.is_file():
+        try:
+            doc = json.loads(target.read_text())
+            ours = isinstance(doc, dict) and ("folds" in doc or "groups" in doc)
+        except (OSError, ValueError):
+            ours = False
+    for path in (target, Path(out) / "cv.md"):
+        if path.exists() and not ours:
+            raise UsageError(f"{path}: exists and is not a leave-one-group-out result of distilseg; "
+                             f"choose another --out")
+
+
 def run_folds(cfg: TrainConfig, run_one: Callable[[TrainConfig], Any], log: Callable[[str], None] = print,
               fold_cfg_hook: Callable[[TrainConfig, str], TrainConfig] | None = None) -> Path:
     """Run ``run_one(fold_cfg)`` for every group left out in turn, score each fold, pool them into OUT/cv.json.
 
     ``fold_cfg_hook(fold_cfg, group)`` may adjust a fold's settings (distill: the fold's own teacher)."""
     out = Path(cfg.out)
+    refuse_foreign_cv_outputs(out)
     groups = fold_groups(cfg)
     log(f"distilseg: leave-one-group-out over {len(groups)} groups of split {cfg.train_split!r}: "
         f"{', '.join(groups)}")
