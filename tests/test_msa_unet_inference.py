@@ -51,19 +51,37 @@ def test_folded_block_matches_the_branch_sum(depthwise: bool) -> None:
 
 
 @pytest.mark.parametrize("arch", ["msa_unet_student", "msa_unet"])
-def test_inference_form_matches_training_form(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("batch", "stripe_rows"), [(2, 32), (1, 32), (1, 5)])
+def test_inference_form_matches_training_form(
+    arch: str, batch: int, stripe_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One state dict, two formulations: the folded channels-last network and the original branch-by-branch
-    NCHW one (every AsymConvBN replaced by the reference above) agree on the logits and every feature map."""
+    NCHW one (every AsymConvBN replaced by the reference above) agree on the logits and every feature map.
+
+    Batch 1 takes the decoder's lower-traffic form (attention scale in the fusion kernel, fusion in bands of
+    rows); 5-row bands put band borders, with their halo rows, inside every decoder level (48 rows at level 0)."""
+    from distilseg.models import msa_unet
+
+    monkeypatch.setattr(msa_unet, "STRIPE_ROWS", stripe_rows)
     torch.manual_seed(0)
     model = create_model(arch, 5, base_width=8)
     _randomize_norms(model, seed=1)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.eval()
-    x = torch.randn(2, 3, 40, 56)  # not a multiple of the output stride: the padding path too
+    x = torch.randn(batch, 3, 40, 56)  # not a multiple of the output stride: the padding path too
+    lower_traffic_calls = []
+    folded_forward = msa_unet.DecoderStage._folded_forward
+
+    def spy(self, *args):
+        lower_traffic_calls.append(args[-1])
+        return folded_forward(self, *args)
+
+    monkeypatch.setattr(msa_unet.DecoderStage, "_folded_forward", spy)
     with torch.no_grad():
         logits, feats = model(x, return_features=True)
-
-    from distilseg.models import msa_unet
+    # batch 1: all four decoder stages (levels 3..0) took the lower-traffic form; batch 2: none did
+    assert [tuple(size) for size in lower_traffic_calls] == ([(6, 8), (12, 16), (24, 32), (48, 64)] if batch == 1
+                                                              else [])
 
     reference = create_model(arch, 5, base_width=8)
     assert reference.load_state_dict(state, strict=True)  # the same names and shapes: nothing was added

@@ -135,12 +135,12 @@ class AsymConvBN(nn.Module):
         the BatchNorms itself)."""
         kernel = bias = None
         for seq, pad in ((self.square, (0, 0, 0, 0)), (self.hor, (0, 0, 1, 1)), (self.ver, (1, 1, 0, 0))):
-            k, b = _fold_bn(seq[0].weight, seq[1])
+            k, b = fold_bn(seq[0].weight, seq[1])
             k = F.pad(k, pad)
             kernel, bias = (k, b) if kernel is None else (kernel + k, bias + b)
         pw = None
         if self.pointwise is not None:
-            pw = _fold_bn(self.pointwise[0].weight, self.pointwise[1])
+            pw = fold_bn(self.pointwise[0].weight, self.pointwise[1])
         return kernel, bias, pw
 
     def _folded_forward(self, x: Tensor) -> Tensor:
@@ -152,7 +152,7 @@ class AsymConvBN(nn.Module):
         return y
 
 
-def _fold_bn(weight: Tensor, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+def fold_bn(weight: Tensor, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """``conv(weight, no bias) -> bn`` (eval) as one conv's ``(kernel, bias)``."""
     scale = bn.running_var.add(bn.eps).rsqrt()
     if bn.weight is not None:
@@ -188,9 +188,11 @@ class ChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # the pooling ops (not mean/amax over dims 2, 3): the same values, and on channels-last maps amax is a
         # strided reduction several times slower than adaptive_max_pool2d
-        avg = F.adaptive_avg_pool2d(x, 1)
-        mx = F.adaptive_max_pool2d(x, 1)
-        return x * torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+        return x * self.scale(F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1))
+
+    def scale(self, avg: Tensor, mx: Tensor) -> Tensor:
+        """The per-channel scale from the map's average- and max-pooled ``N x C x 1 x 1`` descriptors."""
+        return torch.sigmoid(self.mlp(avg) + self.mlp(mx))
 
 
 class AttentionGate(nn.Module):
