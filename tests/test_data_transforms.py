@@ -118,3 +118,33 @@ def test_strong_photometric_augmentation_changes_only_colours_and_is_checked() -
     assert all(np.array_equal(o["mask"].numpy(), mask) for o in outs)  # colour only: the labels stay
     assert len({round(float(o["image"].mean()), 4) for o in outs}) > 1  # it does change the pixels
     assert isinstance(strong.compose, A.Compose)
+
+
+def test_clean_view_is_the_same_crop_without_the_colour_and_camera_ops() -> None:
+    """`clean_view=True` (distill --teacher-view clean): `image_clean` shares the student image's crop and flip
+    (its pixels still spell the mask) but not the photometric ops; with no photometric ops the two are equal."""
+    rng = np.random.default_rng(1)
+    mask = np.tile(np.arange(48, dtype=np.uint8) % 5, (40, 1))  # columns: a flip or a crop moves the labels
+    mask[rng.random((40, 48)) < 0.2] = 2  # and rows, for the vertical crop offset
+    image = np.repeat(mask[..., None] * 50, 3, axis=2)  # each pixel says its label
+    geometric = dict(img_size=(32, 40), scale=(1.0, 1.0), hflip=True, rotate=0)
+    plain = build_train_transform(**geometric, color=False, clean_view=True, seed=5)
+    for _ in range(6):
+        out = plain(image=image, mask=mask)
+        assert set(out) == {"image", "image_clean", "mask"}
+        assert torch.equal(out["image"], out["image_clean"])
+    strong = build_train_transform(**geometric, photometric="strong", weather=True, clean_view=True, seed=5)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    differ = 0
+    for _ in range(12):
+        out = strong(image=image, mask=mask)
+        clean = ((out["image_clean"] * std + mean) * 255).round()
+        assert torch.equal(clean, out["mask"].to(clean.dtype).mul(50).expand(3, -1, -1))  # same crop and flip
+        differ += not torch.allclose(out["image"], out["image_clean"], atol=1e-3)
+    assert differ >= 6  # colour jitter fires with p = 0.8: most student views differ from the clean one
+    # seeded: the same seed gives the same pairs again
+    a = build_train_transform(**geometric, photometric="strong", clean_view=True, seed=9)
+    b = build_train_transform(**geometric, photometric="strong", clean_view=True, seed=9)
+    for _ in range(3):
+        x, y = a(image=image, mask=mask), b(image=image, mask=mask)
+        assert all(torch.equal(x[k], y[k]) for k in ("image", "image_clean", "mask"))

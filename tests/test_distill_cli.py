@@ -110,3 +110,38 @@ def test_distill_hard_weight_from_yaml_must_be_a_number(tmp_path, capsys):
     cfg_file.write_text("hard_weight: lots\n")
     assert main(_argv(teacher, tmp_path / "kd", "original") + ["--config", str(cfg_file)]) == 2
     assert "kd.yaml: hard_weight (--hard-weight) must be a number, got 'lots'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("view", ["same", "clean"])
+def test_teacher_view(tmp_path, monkeypatch, view):
+    """`--teacher-view clean` gives the teacher the crop without the colour/camera augmentation while the student
+    trains on the augmented one; `same` (the default) gives both the student's image."""
+    from distilseg.distill.distiller import Distiller
+    from distilseg.training.module import SegModule
+
+    seen: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+    task_and_terms, teacher_outputs = SegModule._task_and_terms, Distiller.teacher_outputs
+
+    def spy_task(self, images, masks, teacher_images=None):
+        seen.append((images.detach().clone(), None if teacher_images is None else teacher_images.clone(), None))
+        return task_and_terms(self, images, masks, teacher_images)
+
+    def spy_teacher(self, images):
+        student, clean, _ = seen[-1]
+        seen[-1] = (student, clean, images.detach().clone())
+        return teacher_outputs(self, images)
+
+    monkeypatch.setattr(SegModule, "_task_and_terms", spy_task)
+    monkeypatch.setattr(Distiller, "teacher_outputs", spy_teacher)
+    argv = _argv(_teacher(tmp_path / "teacher"), tmp_path / "kd", "original")
+    argv.remove("--no-augment")
+    argv += ["--photometric", "strong", "--teacher-view", view, "--epochs", "2", "--seed", "0"]
+    assert main(argv) == 0
+    assert len(seen) == 4  # 2 epochs x 2 batches of 2
+    for student, clean, teacher in seen:
+        if view == "same":
+            assert clean is None and torch.equal(teacher, student)
+        else:
+            assert clean is not None and torch.equal(teacher, clean)
+    if view == "clean":  # colour jitter fires with p = 0.8: some teacher views differ from the student's
+        assert sum(not torch.allclose(s, t, atol=1e-3) for s, _, t in seen) >= 2

@@ -325,7 +325,10 @@ class SegDataset(torch.utils.data.Dataset):
             out = self.transform(image=image, mask=mask)
         m = out["mask"]
         m = torch.as_tensor(m) if not isinstance(m, torch.Tensor) else m
-        return {"image": out["image"], "mask": m.long(), "name": self.samples[i].name, "index": i}
+        sample = {"image": out["image"], "mask": m.long(), "name": self.samples[i].name, "index": i}
+        if "image_clean" in out:  # build_train_transform(clean_view=True): the teacher's view
+            sample["image_clean"] = out["image_clean"]
+        return sample
 
 
 def collate_segmentation(batch: list[dict[str, Any]]) -> dict[str, Any]:

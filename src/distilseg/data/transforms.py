@@ -30,13 +30,30 @@ def _size(img_size: Sequence[int] | int, what: str) -> tuple[int, int]:
 
 
 class SegTransform:
-    """Callable ``(image=HxWx3 uint8, mask=HxW uint8) -> {"image": FloatTensor, "mask": LongTensor}``."""
+    """Callable ``(image=HxWx3 uint8, mask=HxW uint8) -> {"image": FloatTensor, "mask": LongTensor}``.
 
-    def __init__(self, compose: A.Compose, mask_compose: bool = True) -> None:
+    With ``student_only`` and ``finish`` (a clean teacher view, see ``build_train_transform``): ``compose`` is the
+    geometric part, ``student_only`` the colour and camera part and ``finish`` the normalization; the sample
+    also holds ``"image_clean"``, the same crop without the ``student_only`` ops."""
+
+    def __init__(self, compose: A.Compose, mask_compose: bool = True, student_only: A.Compose | None = None,
+                 finish: A.Compose | None = None) -> None:
         self.compose = compose
         self.mask_compose = mask_compose
+        self.student_only = student_only
+        self.finish = finish
 
     def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, **_: Any) -> dict[str, Any]:
+        if self.student_only is not None and self.finish is not None:
+            out = self.compose(image=image) if mask is None else self.compose(image=image, mask=mask)
+            clean = out["image"]
+            sample = {"image": self.finish(image=self.student_only(image=clean)["image"])["image"],
+                      "image_clean": self.finish(image=clean)["image"]}
+            if mask is not None:
+                m = out["mask"]
+                m = m if isinstance(m, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(m))
+                sample["mask"] = m.long()
+            return sample
         if mask is None:
             return {"image": self.compose(image=image)["image"]}
         if self.mask_compose:
@@ -58,9 +75,10 @@ class SegTransform:
         """
         entropy = [int(v) & 0xFFFF_FFFF_FFFF_FFFF for v in ([seed] if isinstance(seed, int) else seed)]
         ss = np.random.SeedSequence(entropy)
-        np_ss, py_ss = ss.spawn(2)
-        py_seed = int.from_bytes(py_ss.generate_state(4, dtype=np.uint64).tobytes(), "little")
-        self.compose.set_random_state(np.random.default_rng(np_ss), random.Random(py_seed))
+        composes = [c for c in (self.compose, self.student_only) if c is not None]
+        for compose, (np_ss, py_ss) in zip(composes, (ss.spawn(2) for _ in composes)):
+            py_seed = int.from_bytes(py_ss.generate_state(4, dtype=np.uint64).tobytes(), "little")
+            compose.set_random_state(np.random.default_rng(np_ss), random.Random(py_seed))
 
     def __repr__(self) -> str:
         return f"SegTransform({self.compose!r})"
@@ -98,6 +116,7 @@ def build_train_transform(
     weather: bool = False,
     seed: int | Sequence[int] | None = None,
     photometric: str = "mild",
+    clean_view: bool = False,
 ) -> SegTransform:
     """Random scale, pad (mask fill 255) + random crop to ``img_size``, flip, rotation, color, weather.
 
@@ -105,6 +124,10 @@ def build_train_transform(
     hour or city changes: colour jitter (down to 40 % brightness, as at dusk), gamma, blur, sensor noise and JPEG
     artefacts (see :func:`photometric_ops`). ``seed`` (see ``SegTransform.set_random_seed``) makes the sequence of
     augmentations reproducible; ``None`` seeds from OS entropy (albumentations' default).
+
+    ``clean_view``: each sample also holds ``"image_clean"``, the same crop, flip and rotation without the colour,
+    camera and weather ops. Distillation with ``--teacher-view clean`` gives it to the teacher: its targets come
+    from the image as filmed, and the student learns to give them on the degraded one.
     """
     h, w = _size(img_size, "build_train_transform")
     lo, hi = float(scale[0]), float(scale[1])
@@ -124,15 +147,17 @@ def build_train_transform(
         ops.append(A.Rotate(limit=(-float(rotate), float(rotate)), interpolation=cv2.INTER_LINEAR,
                             mask_interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT,
                             fill=0, fill_mask=IGNORE_INDEX, p=0.5))
-    if color:
-        ops += photometric_ops(photometric)
+    appearance: list[Any] = photometric_ops(photometric) if color else []
     if weather:
-        ops.append(A.OneOf([
+        appearance.append(A.OneOf([
             A.RandomFog(fog_coef_range=(0.1, 0.3), alpha_coef=0.08, p=1.0),
             A.RandomSunFlare(flare_roi=(0, 0, 1, 0.5), src_radius=max(8, int(0.2 * max(h, w))), p=1.0),
         ], p=0.2))
-    ops += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
-    tf = SegTransform(A.Compose(ops))
+    finish = [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
+    if clean_view:
+        tf = SegTransform(A.Compose(ops), student_only=A.Compose(appearance), finish=A.Compose(finish))
+    else:
+        tf = SegTransform(A.Compose(ops + appearance + finish))
     if seed is not None:
         tf.set_random_seed(seed)
     return tf

@@ -34,6 +34,10 @@ class DistillConfig(TrainConfig):
     kd: str = setting("original", "KD spec (see `distilseg distill --help`)", metavar="SPEC")
     hard_weight: float | None = setting(None, "weight of the task (hard-label) loss; default: the preset's (0.65 "
                                         "for 'original') or 1", low=0.0, metavar="W")
+    teacher_view: str = setting(
+        "same", "what the teacher sees: the student's augmented image (same), or the same crop without the colour, "
+        "camera and weather augmentation (clean: its targets come from the image as filmed)",
+        choices=("same", "clean"))
 
     @classmethod
     def own_settings(cls) -> set[str]:

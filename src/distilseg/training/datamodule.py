@@ -69,7 +69,8 @@ def build_datasets(cfg: TrainConfig) -> tuple[Any, Any, list[float], list[float]
     h, w = cfg.img_size
     if cfg.augment:
         train_tf = dmod.build_train_transform(img_size=(h, w), mean=mean, std=std, weather=bool(cfg.weather),
-                                              photometric=cfg.photometric)
+                                              photometric=cfg.photometric,
+                                              clean_view=getattr(cfg, "teacher_view", "same") == "clean")
     else:
         train_tf = dmod.build_train_transform(
             img_size=(h, w), mean=mean, std=std, scale=(1.0, 1.0), hflip=False, rotate=0, color=False

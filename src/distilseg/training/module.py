@@ -124,7 +124,8 @@ class SegModule(pl.LightningModule):
         return bool(self.model.training and getattr(self.model, "has_aux", False)
                     and callable(getattr(self.model, "forward_aux", None)))
 
-    def _task_and_terms(self, images: Tensor, masks: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def _task_and_terms(self, images: Tensor, masks: Tensor,
+                        teacher_images: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         d = self.distiller
         aux: list[Tensor] = []
         if self._uses_aux():
@@ -143,14 +144,16 @@ class SegModule(pl.LightningModule):
             task = task + weight * sum((self.loss_fn(a, masks) for a in aux), torch.zeros((), device=task.device))
         if d is None:
             return task, {}
-        terms = d(images, logits, feats, masks)
+        terms = d(images if teacher_images is None else teacher_images, logits, feats, masks)
         return task, dict(terms)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         images, masks = batch["image"], batch["mask"]
+        clean = batch.get("image_clean")  # distill --teacher-view clean: the teacher's view of the same crop
         if self._channels_last():
             images = images.contiguous(memory_format=torch.channels_last)
-        task, terms = self._task_and_terms(images, masks)
+            clean = None if clean is None else clean.contiguous(memory_format=torch.channels_last)
+        task, terms = self._task_and_terms(images, masks, clean)
         if self.distiller is not None:
             hard = float(getattr(self.distiller, "hard_weight", 1.0))
             loss = hard * task + sum(terms.values(), torch.zeros((), device=task.device))
