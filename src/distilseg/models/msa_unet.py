@@ -190,7 +190,7 @@ def _nhwc_inference(model: nn.Module, x: Tensor) -> bool:
     ``benchmarks/seed_latency.py``. Not while training (the backward pass of the depthwise convs is not faster,
     and BatchNorm must see batch statistics) nor while tracing for export (ONNX Runtime folds by itself)."""
     return (not model.training and x.device.type == "cpu" and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting())
+            and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
 
 
 def _folded_conv_bn_act(block: nn.Sequential, x: Tensor) -> Tensor:
