@@ -1,5 +1,6 @@
 """The `camvid-cpu` compress preset builds, for each stage, exactly the training settings of the CamVid recipe
-configs (configs/camvid/*.yaml), on train+val, and `--holdout` reaches every stage and the evaluation rows."""
+configs (configs/camvid/*.yaml), on train+val and with strong photometric augmentation, and `--holdout` reaches
+every stage and the evaluation rows."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,6 +34,7 @@ def test_camvid_cpu_preset_is_the_recipe_of_the_camvid_configs(tmp_path: Path) -
     for cfg, name in ((teacher, "teacher_lite2_fpn.yaml"), (student, "student_fpn8_lite0.yaml")):
         recipe = {**_defaults(), **yaml.safe_load((CONFIGS / name).read_text())}
         assert {k: cfg[k] for k in RECIPE_KEYS} == {k: recipe[k] for k in RECIPE_KEYS}, name
+        assert cfg["photometric"] == "strong" and recipe.get("photometric", "mild") == "mild"  # chosen cross-street
         assert cfg["train_split"] == "train+val" and cfg["epochs"] == recipe["epochs"] and cfg["holdout"] is None
     kd = yaml.safe_load((CONFIGS / "student_fpn8_lite0_kd.yaml").read_text())
     assert (comp.s["kd"], comp.s["hard_weight"]) == (kd["kd"], kd["hard_weight"])
