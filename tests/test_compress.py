@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("run_config_check")
 def test_compress_runs_all_stages_then_skips_them(tmp_path, capsys):
     out = tmp_path / "c"
     argv = ["compress", "--dataset", "synthetic", "--preset", TEST_PRESET, "--accelerator", "cpu", "--out", str(out),
-            "--dataset-args", "seed=0"]
+            "--dataset-args", "seed=0", "--teacher-view", "clean"]
     assert main(argv) == 0
     first = capsys.readouterr().out
     summary = json.loads((out / "compress.json").read_text())
@@ -42,6 +42,13 @@ def test_compress_runs_all_stages_then_skips_them(tmp_path, capsys):
     assert side["calibration"]["dataset"] == "synthetic" and side["calibration"]["dataset_args"] == {"seed": 0}
     distill = json.loads((out / "kd_student" / "distill.json").read_text())
     assert distill["kd"] == "logits@T=4:0.5"
+    # the KD stage's config.yaml records its distillation, as `distill` runs do; the teacher saw the clean view
+    import yaml
+
+    kd_cfg = yaml.safe_load((out / "kd_student" / "config.yaml").read_text())
+    assert (kd_cfg["kd"], kd_cfg["teacher_view"]) == ("logits@T=4:0.5", "clean")
+    assert kd_cfg["teacher"] == str(out / "teacher" / "best")
+    assert summary["settings"]["teacher_view"] == "clean"
     md = (out / "report.md").read_text()
     assert "INT8 KD student" in md and "Per-class IoU" in md and "pareto.png" in md
     html = (out / "report.html").read_text()

@@ -67,7 +67,7 @@ class Compressor:
     FINGERPRINT_KEYS = ("dataset", "root", "dataset_args", "teacher", "teacher_model", "teacher_args",
                         "student_model", "student_args", "img_size", "epochs", "teacher_epochs", "batch_size",
                         "lr", "scheduler", "augment", "kd", "hard_weight", "seed", "precision", "train",
-                        "teacher_train", "use", "time_budget")
+                        "teacher_train", "use", "time_budget", "teacher_view")
 
     def _check_settings(self) -> None:
         current = json.loads(json.dumps({k: self.s.get(k) for k in self.FINGERPRINT_KEYS}, default=str))
@@ -100,21 +100,28 @@ class Compressor:
         return rec
 
     # -- training -----------------------------------------------------------------------------------
-    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, role: str = "student"):
+    def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, role: str = "student",
+                   distill: dict[str, Any] | None = None):
         """The stage's training configuration, built directly (``training.config``) and validated there: the
-        preset's keys, then its ``train`` section (every stage), then ``teacher_train`` (the teacher only)."""
+        preset's keys, then its ``train`` section (every stage), then ``teacher_train`` (the teacher only).
+        ``distill`` (the KD stage: teacher, kd, hard_weight, teacher_view): a ``DistillConfig``, so that the
+        stage's ``config.yaml`` records its distillation as ``distill`` runs do."""
         from ..training.config import TrainConfig
+        from .api import DistillConfig
 
         s = self.s
         sections = {**dict(s.get("train") or {}), **(dict(s.get("teacher_train") or {}) if role == "teacher" else {})}
         minutes = (s.get("time_budget") or {}).get(out.name) or None  # the stage's share of the time
-        return TrainConfig.from_dict({**dict(
+        settings = {**dict(
             dataset=s["dataset"], root=str(s["root"]) if s["root"] else None, dataset_args=dict(s["dataset_args"]),
             model=model, model_args=dict(model_args), out=str(out), img_size=list(s["img_size"]), epochs=int(epochs),
             batch_size=int(s["batch_size"]), lr=float(s["lr"]), scheduler=s["scheduler"], precision=s["precision"],
             accelerator=s["accelerator"], num_workers=int(s["num_workers"]), seed=int(s["seed"]),
             augment=bool(s["augment"]), progress=bool(s.get("progress", False)), time_budget=minutes,
-        ), **sections, "resume": True})
+        ), **sections, "resume": True}
+        if distill is not None:
+            return DistillConfig.from_dict({**settings, **distill})
+        return TrainConfig.from_dict(settings)
 
     @property
     def use(self) -> str:
@@ -160,7 +167,10 @@ class Compressor:
             from .api import build_distiller, write_distill_record
 
             cfg = self._train_cfg(self.s["student_model"], self.s["student_args"], self.out / "kd_student",
-                                  int(self.s["epochs"]))
+                                  int(self.s["epochs"]), distill={
+                                      "teacher": str(self.teacher_dir()), "kd": self.s["kd"],
+                                      "hard_weight": self.s["hard_weight"],
+                                      "teacher_view": self.s.get("teacher_view") or "same"})
             distiller, tconf = build_distiller(cfg, str(self.teacher_dir()), self.s["kd"], self.s["hard_weight"])
             self.s["hard_weight_used"] = distiller.hard_weight
             write_distill_record(self.out / "kd_student", str(self.teacher_dir()), tconf, self.s["kd"], distiller)
@@ -168,6 +178,7 @@ class Compressor:
 
             run_training(cfg, distiller=distiller)
             return {"model": self.s["student_model"], "kd": self.s["kd"], "hard_weight": distiller.hard_weight,
+                    "teacher_view": self.s.get("teacher_view") or "same",
                     "teacher": str(self.teacher_dir()), "artifact": str(self.out / "kd_student" / self.use)}
 
         self._stage("kd_student", [self.out / "kd_student" / self.use / "config.json"], run)
@@ -295,8 +306,8 @@ class Compressor:
             (rows if name != "kd_student_ort_fp32" else extra).append(row)
         settings = {k: self.s.get(k) for k in (
             "preset", "img_size", "teacher_model", "teacher_args", "student_model", "student_args",
-            "teacher", "teacher_epochs", "epochs", "batch_size", "lr", "scheduler", "augment", "kd", "seed",
-            "calibration_images")}
+            "teacher", "teacher_epochs", "epochs", "batch_size", "lr", "scheduler", "augment", "kd", "teacher_view",
+            "seed", "calibration_images")}
         settings["hard_weight"] = self.state.get("kd_student", {}).get("hard_weight", self.s.get("hard_weight"))
         settings["bench"] = (f"CPU, median of {self.s['bench_runs']} runs, batch 1, "
                              f"{rows[0].get('threads')} thread(s), input {self.s['img_size'][0]}x{self.s['img_size'][1]}")

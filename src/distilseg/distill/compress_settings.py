@@ -45,6 +45,8 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
             raise UsageError(f"--preset {path}: {key} must be a mapping of train settings")
     if data.get("use", "best") not in ("best", "last"):
         raise UsageError(f"--preset {path}: use must be best or last, got {data.get('use')!r}")
+    if data.get("teacher_view", "same") not in TEACHER_VIEWS:
+        raise UsageError(f"--preset {path}: teacher_view must be same or clean, got {data.get('teacher_view')!r}")
     return data
 
 
@@ -62,7 +64,9 @@ SPLIT_SETTINGS = ("train_split", "holdout", "group_by")
 # exported and distilled from (best = best validation epoch; last = end of the schedule, for a schedule fixed in
 # advance, e.g. when validating on training data or on held-out groups that must not choose the epoch).
 # `time_budget`: minutes per stage (teacher, student, kd_student, rest; see compress_plan).
-OPTIONAL_KEYS = ("train", "teacher_train", "use", "time_budget")
+# `teacher_view`: what the teacher sees in the KD stage (same | clean; see `distill --teacher-view`).
+OPTIONAL_KEYS = ("train", "teacher_train", "use", "time_budget", "teacher_view")
+TEACHER_VIEWS = ("same", "clean")
 
 
 PRESETS: dict[str, dict[str, Any]] = {}
@@ -102,6 +106,9 @@ def build_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: preset's)")
     p.add_argument("--kd", default=None, metavar="SPEC", help=KD_SPEC_HELP)
     p.add_argument("--hard-weight", type=float, default=None, metavar="W", help="task loss weight in the KD stage")
+    p.add_argument("--teacher-view", choices=TEACHER_VIEWS, default=None,
+                   help="what the teacher sees in the KD stage (see `distilseg distill --help`; default: the "
+                        "preset's, else same)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
     p.add_argument("--bench-runs", type=int, default=None)
     p.add_argument("--calibration-images", type=int, default=None)
@@ -146,6 +153,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "teacher_epochs": args.teacher_epochs,
         "kd": args.kd,
         "hard_weight": args.hard_weight,
+        "teacher_view": args.teacher_view,
         "calibration_images": args.calibration_images,
         "bench_runs": args.bench_runs,
     }
