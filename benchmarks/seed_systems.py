@@ -18,7 +18,14 @@ is resumed (``--resume``). Results go to ``benchmarks/results/seed_systems.json`
 ``{"budget_minutes", "img_size", "val_split", "rows": [...]}``, one row per model with ``model``, ``kd``,
 ``init`` (what the weights started from), ``val_mIoU`` (0..1), ``params``, ``gflops`` (360x480), ``minutes``
 (wall time of its training), ``steps``, ``ort_fp32_ms``, ``ort_int8_ms`` and ``per_class`` IoU. The JSON is
-rewritten after every model, so a long table can be read while it fills.
+rewritten after every model, so a long table can be read while it fills. The two seed students
+(``msa_unet_student`` and ``msa_unet_student_kd``) also keep their best model with fp16 weights in
+``benchmarks/results/seed_systems/NAME/best_fp16/`` (about 0.5 MB each, small enough for git).
+
+``--markdown PAGE`` writes the table as a page (mIoU, mIoU per CPU-hour of training, size, latency, and per-class
+IoU) from the JSON, without training:
+
+    python benchmarks/seed_systems.py --markdown benchmarks/seed_systems.md
 """
 from __future__ import annotations
 
@@ -152,6 +159,55 @@ def latencies(run: Path, root: str, threads: int = 2, runs: int = 20) -> dict[st
             "ort_fp32_ms": fp32.get("latency_ms_median"), "ort_int8_ms": q.get("latency_ms_median")}
 
 
+KEEP_FP16 = ("msa_unet_student", "msa_unet_student_kd")
+PAGE_TITLE = "# Seed systems on CamVid"
+RESULTS = Path(__file__).resolve().parent / "results" / "seed_systems"
+
+
+def keep_fp16(name: str, run: Path, results: Path = RESULTS) -> Path | None:
+    """``run/best`` with fp16 weights in ``results/NAME/best_fp16`` (the seed students only)."""
+    if name not in KEEP_FP16:
+        return None
+    from distilseg.artifact import load_artifact, save_artifact
+
+    model, config = load_artifact(run / "best")
+    return save_artifact(results / name / "best_fp16", model, config, half=True)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The seed table as a Markdown page."""
+    rows = doc.get("rows", [])
+    lines = [
+        PAGE_TITLE, "",
+        f"Every architecture of the original system, one recipe, {doc['budget_minutes']:g} minutes of training on "
+        f"this CPU each ({doc['img_size'][0]}x{doc['img_size'][1]} crops); validated on whole "
+        f"{doc.get('eval_size', EVAL_SIZE)[0]}x{doc.get('eval_size', EVAL_SIZE)[1]} frames of a street held out of "
+        f"training ({doc['val_split']}). Produced by `python benchmarks/seed_systems.py` "
+        "(`benchmarks/results/seed_systems.json`); latency: ONNX Runtime, batch 1, 2 threads, 360x480.", "",
+        "| model | KD | started from | mIoU | mIoU per CPU-hour | params | GFLOPs | minutes | steps | ORT fp32 ms "
+        "| ORT INT8 ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for r in rows:
+        per_hour = 100 * r["val_mIoU"] / (r["minutes"] / 60.0) if r.get("minutes") else None
+        lines.append(f"| `{r['model']}` | {'yes' if r['kd'] else 'no'} | {r['init']} | {100 * r['val_mIoU']:.1f} | "
+                     f"{num(per_hour, '.1f')} | {num(r.get('params'), ',')} | {num(r.get('gflops'), '.2f')} | "
+                     f"{num(r.get('minutes'), '.1f')} | {num(r.get('steps'), 'd')} | "
+                     f"{num(r.get('ort_fp32_ms'), '.1f')} | {num(r.get('ort_int8_ms'), '.1f')} |")
+    classes = list(dict.fromkeys(c for r in rows for c in r.get("per_class", {})))
+    if classes:
+        lines += ["", "Per-class IoU on the held-out street (%):", "",
+                  "| model | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+        for r in rows:
+            cells = [num(None if r["per_class"].get(c) is None else 100 * r["per_class"][c], ".1f") for c in classes]
+            lines.append(f"| `{r['model']}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def run_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
     run = args.runs / name
     teacher = args.runs / KD_ROWS[name] if name in KD_ROWS else None
@@ -169,6 +225,7 @@ def run_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
     bench_file = run / "latency.json"
     if not bench_file.is_file():
         bench_file.write_text(json.dumps(latencies(run, args.root)) + "\n")
+    keep_fp16(name, run, args.fp16_dir)
     return make_row(name, run, json.loads(bench_file.read_text()))
 
 
@@ -180,7 +237,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated rows to run (default: all)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/seed_systems.json"))
     ap.add_argument("--dry-run", action="store_true", help="print the commands and stop")
+    ap.add_argument("--fp16-dir", type=Path, default=RESULTS, metavar="DIR",
+                    help="where the seed students' fp16 models go (DIR/NAME/best_fp16)")
+    ap.add_argument("--markdown", type=Path, default=None, metavar="PAGE",
+                    help="write the table in --json as a Markdown page and stop (trains nothing)")
     args = ap.parse_args(argv)
+    if args.markdown is not None:
+        if not args.json.is_file():
+            ap.error(f"{args.json}: no seed table yet; run the script without --markdown first")
+        if args.markdown.exists() and not args.markdown.read_text().startswith(PAGE_TITLE):
+            ap.error(f"{args.markdown}: exists and is not a seed table page; choose another --markdown")
+        args.markdown.write_text(markdown(json.loads(args.json.read_text())))
+        print(f"wrote {args.markdown}")
+        return 0
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]
     if unknown:

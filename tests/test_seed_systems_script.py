@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_systems.py"
 
@@ -20,8 +21,18 @@ def seed():
 
 
 def _fake_run(run: Path, miou: float, steps: int, minutes: float) -> None:
-    (run / "best").mkdir(parents=True)
-    (run / "best" / "config.json").write_text("{}")
+    """A finished run folder; the seed students' best/ is a real (tiny) model artifact."""
+    if run.name.startswith("msa_unet_student"):
+        from distilseg.artifact import save_artifact
+        from distilseg.models import create_model
+
+        torch.manual_seed(len(run.name))
+        model = create_model("msa_unet_student", 2, base_width=8)
+        save_artifact(run / "best", model, {"num_classes": 2, "class_names": ["Sky", "Road"], "input_size": [32, 32],
+                                            "mean": [0.5] * 3, "std": [0.5] * 3, "ignore_index": 255})
+    else:
+        (run / "best").mkdir(parents=True)
+        (run / "best" / "config.json").write_text("{}")
     (run / "eval").mkdir()
     (run / "eval" / "metrics.json").write_text(json.dumps(
         {"mIoU": miou, "per_class": [{"name": "Sky", "iou": 0.9}, {"name": "Road", "iou": miou}]}))
@@ -39,9 +50,9 @@ def test_rows_and_table_from_run_folders(seed, tmp_path: Path, capsys) -> None:
         _fake_run(runs / name, miou, steps, 30.0)
         seed.add_minutes(runs / name, 20.0, done=False)
         seed.add_minutes(runs / name, 10.5, done=True)  # a resumed run: the minutes add up
-    out = tmp_path / "seed_systems.json"
+    out, kept = tmp_path / "seed_systems.json", tmp_path / "kept"
     assert seed.main(["--runs", str(runs), "--models", "msa_unet_student_kd,msa_unet,msa_unet_student",
-                      "--json", str(out), "--budget", "30"]) == 0
+                      "--json", str(out), "--budget", "30", "--fp16-dir", str(kept)]) == 0
     table = json.loads(out.read_text())
     assert table["budget_minutes"] == 30.0 and table["img_size"] == [256, 320]
     assert "0001TP" in table["val_split"]
@@ -52,6 +63,29 @@ def test_rows_and_table_from_run_folders(seed, tmp_path: Path, capsys) -> None:
                   "budget_steps": 80, "ort_fp32_ms": 10.0, "ort_int8_ms": 5.0,
                   "per_class": {"Sky": 0.9, "Road": 0.35}}
     assert table["rows"][0]["kd"] is False and table["rows"][0]["init"] == "scratch"
+    # the two seed students' best models are kept with fp16 weights, the same network and outputs up to fp16
+    from distilseg.artifact import load_artifact
+
+    assert sorted(p.name for p in kept.iterdir()) == ["msa_unet_student", "msa_unet_student_kd"]
+    for name in ("msa_unet_student", "msa_unet_student_kd"):
+        full, _ = load_artifact(runs / name / "best")
+        half, config = load_artifact(kept / name / "best_fp16")
+        assert config["num_classes"] == 2
+        weights = {k: v for k, v in half.state_dict().items() if v.is_floating_point()}
+        assert weights and all(torch.equal(v, full.state_dict()[k].half().float()) for k, v in weights.items())
+
+    # the page: one row per model, mIoU per CPU-hour = mIoU / (minutes / 60), per-class IoU
+    page = tmp_path / "seed.md"
+    assert seed.main(["--json", str(out), "--markdown", str(page)]) == 0
+    text = page.read_text()
+    assert "| `msa_unet_student_kd` | yes | " in text and "| 35.0 | 68.9 | 1,000 | 1.50 | 30.5 | 80 | 10.0 | 5.0 |" in text
+    assert "| model | Sky | Road |" in text and "| `msa_unet` | 90.0 | 50.0 |" in text
+    # a page that is not the script's own is never overwritten
+    other = tmp_path / "notes.md"
+    other.write_text("my notes\n")
+    with pytest.raises(SystemExit):
+        seed.main(["--json", str(out), "--markdown", str(other)])
+    assert other.read_text() == "my notes\n"
 
 
 def test_dry_run_prints_the_commands(seed, tmp_path: Path, capsys) -> None:
