@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-
 from ..errors import UsageError
 from ..io import atomic_write_json
 
@@ -103,25 +102,21 @@ class Compressor:
     def _train_cfg(self, model: str, model_args: dict[str, Any], out: Path, epochs: int, role: str = "student",
                    distill: dict[str, Any] | None = None):
         """The stage's training configuration, built directly (``training.config``) and validated there: the
-        preset's keys, then its ``train`` section (every stage), then ``teacher_train`` (the teacher only).
-        ``distill`` (the KD stage: teacher, kd, hard_weight, teacher_view): a ``DistillConfig``, so that the
-        stage's ``config.yaml`` records its distillation as ``distill`` runs do."""
+        preset's keys, then its ``train`` section (every stage), then ``teacher_train`` (the teacher only); with
+        ``distill`` (the KD stage's teacher, kd, ...) a ``DistillConfig``: its config.yaml records them."""
         from ..training.config import TrainConfig
         from .api import DistillConfig
 
         s = self.s
         sections = {**dict(s.get("train") or {}), **(dict(s.get("teacher_train") or {}) if role == "teacher" else {})}
         minutes = (s.get("time_budget") or {}).get(out.name) or None  # the stage's share of the time
-        settings = {**dict(
+        return (DistillConfig if distill else TrainConfig).from_dict({**dict(
             dataset=s["dataset"], root=str(s["root"]) if s["root"] else None, dataset_args=dict(s["dataset_args"]),
             model=model, model_args=dict(model_args), out=str(out), img_size=list(s["img_size"]), epochs=int(epochs),
             batch_size=int(s["batch_size"]), lr=float(s["lr"]), scheduler=s["scheduler"], precision=s["precision"],
             accelerator=s["accelerator"], num_workers=int(s["num_workers"]), seed=int(s["seed"]),
             augment=bool(s["augment"]), progress=bool(s.get("progress", False)), time_budget=minutes,
-        ), **sections, "resume": True}
-        if distill is not None:
-            return DistillConfig.from_dict({**settings, **distill})
-        return TrainConfig.from_dict(settings)
+        ), **sections, **(distill or {}), "resume": True})
 
     @property
     def use(self) -> str:
@@ -164,22 +159,19 @@ class Compressor:
 
     def stage_kd_student(self) -> None:
         def run() -> dict[str, Any]:
+            from ..training.train import run_training
             from .api import build_distiller, write_distill_record
 
+            kd = {"teacher": str(self.teacher_dir()), "kd": self.s["kd"], "hard_weight": self.s["hard_weight"],
+                  "teacher_view": self.s.get("teacher_view") or "same"}
             cfg = self._train_cfg(self.s["student_model"], self.s["student_args"], self.out / "kd_student",
-                                  int(self.s["epochs"]), distill={
-                                      "teacher": str(self.teacher_dir()), "kd": self.s["kd"],
-                                      "hard_weight": self.s["hard_weight"],
-                                      "teacher_view": self.s.get("teacher_view") or "same"})
+                                  int(self.s["epochs"]), distill=kd)
             distiller, tconf = build_distiller(cfg, str(self.teacher_dir()), self.s["kd"], self.s["hard_weight"])
             self.s["hard_weight_used"] = distiller.hard_weight
             write_distill_record(self.out / "kd_student", str(self.teacher_dir()), tconf, self.s["kd"], distiller)
-            from ..training.train import run_training
-
             run_training(cfg, distiller=distiller)
-            return {"model": self.s["student_model"], "kd": self.s["kd"], "hard_weight": distiller.hard_weight,
-                    "teacher_view": self.s.get("teacher_view") or "same",
-                    "teacher": str(self.teacher_dir()), "artifact": str(self.out / "kd_student" / self.use)}
+            return {**kd, "model": self.s["student_model"], "hard_weight": distiller.hard_weight,
+                    "artifact": str(self.out / "kd_student" / self.use)}
 
         self._stage("kd_student", [self.out / "kd_student" / self.use / "config.json"], run)
 
