@@ -61,4 +61,5 @@ def test_required_fields_and_distill_fields_are_checked_too():
         DistillConfig(dataset="synthetic", model="unet", out="o", hard_weight=-1)
     cfg = DistillConfig(dataset="synthetic", model="unet", out="o", img_size=64, precision=16 * 2)
     assert cfg.img_size == [64, 64] and cfg.precision == "32" and cfg.input_size == [64, 64]
-    assert isinstance(cfg, TrainConfig) and DistillConfig.own_settings() == {"teacher", "kd", "hard_weight"}
+    assert isinstance(cfg, TrainConfig)
+    assert DistillConfig.own_settings() == {"teacher", "kd", "hard_weight", "teacher_view"}
