@@ -88,6 +88,8 @@ class TimeBudget(Callback):
         self.epoch_s: float | None = None  # measured cost of an epoch end
         self._since: tuple[float, int] | None = None  # (time, step) the pace is measured from once the count is fixed
         self._checked = 0.0
+        self._checked_step: int | None = None  # the step at the last pace check
+        self._recent: tuple[float, int] | None = None  # (time, step) of the check before it
 
     @property
     def state_key(self) -> str:
@@ -159,24 +161,30 @@ class TimeBudget(Callback):
             steps = min(steps, int(trainer.max_epochs) * spe)
         self._apply(trainer, pl_module, steps)
         self._since = (time.perf_counter(), int(trainer.global_step))
-        self._checked = self._since[0]
+        self._checked, self._checked_step = self._since
         if self.on_fixed is not None:
             self.on_fixed(steps, float(self.step_s))
 
     def _keep_pace(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Every ``PACE_CHECK`` of the budget: when the steps since the count was fixed (epoch ends included) came
-        slower than timed (another job took the CPU) and the rest would overrun, lower the count (and refit the
-        schedule, which still ends at its final value). The count is never raised."""
+        """Every ``PACE_CHECK`` of the budget, and at every step in the last two of them: when the steps since the
+        count was fixed (epoch ends included), or those of the last check windows, came slower than timed
+        (another job took the CPU) and the rest would overrun, lower the count (and refit the schedule, which
+        still ends at its final value). The count is never raised."""
         now = time.perf_counter()
-        if self._since is None or now - self._checked < self.PACE_CHECK * self.budget_s:
+        left = self.budget_s - self.spent() - FINAL_RESERVE_S - (self.epoch_s or 0.0)
+        end_game = left < 2 * self.PACE_CHECK * self.budget_s  # near the end: check every step
+        if self._since is None or (now - self._checked < self.PACE_CHECK * self.budget_s and not end_game):
             return
-        self._checked = now
         step = int(trainer.global_step)
         t0, s0 = self._since
         if step <= s0:
             return
         pace = (now - t0) / (step - s0)
-        left = self.budget_s - self.spent() - FINAL_RESERVE_S - (self.epoch_s or 0.0)
+        if self._recent is not None and step > self._recent[1]:  # a slow-down shows in the last window first
+            pace = max(pace, (now - self._recent[0]) / (step - self._recent[1]))
+        if now - self._checked >= self.PACE_CHECK * self.budget_s:
+            self._recent = (self._checked, self._checked_step) if self._checked_step is not None else None
+            self._checked, self._checked_step = now, step
         if (self.steps - step) * pace > left:
             steps = max(step + 1, step + int(left * SAFETY / pace))
             if steps < self.steps:
