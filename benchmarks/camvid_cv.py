@@ -33,6 +33,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         "distilseg train --config configs/camvid/student_fpn8_lite0.yaml --photometric strong --epochs 10 "
         "--val-every 5 --seed S --train-split train+val --holdout each --out RUNS/cv_student_photo_10ep_sS",
         ["cv_student_photo_10ep_s0", "cv_student_photo_10ep_s1"]),
+    "student with a stride-4 head, 10 epochs, strong photometric": (
+        "distilseg train --config configs/camvid/student_fpn_lite0.yaml --photometric strong --epochs 10 "
+        "--val-every 5 --seed S --train-split train+val --holdout each --out RUNS/cv_student4_photo_10ep_sS",
+        ["cv_student4_photo_10ep_s0", "cv_student4_photo_10ep_s1"]),
     "teacher, 10 epochs, strong photometric": (
         "distilseg train --config configs/camvid/teacher_lite2_fpn.yaml --photometric strong --epochs 10 "
         "--val-every 5 --seed S --train-split train+val --holdout each --out RUNS/cv_teacher_photo_10ep_sS",
@@ -62,6 +66,7 @@ PAIRS = [("student, 10 epochs, strong photometric", "student-kd, 10 epochs, stro
           "student-kd, clean teacher view, 10 epochs, strong photometric")]
 # (arm, arm with one lever changed)
 LEVERS = [("student, 10 epochs", "student, 10 epochs, strong photometric"),
+          ("student, 10 epochs, strong photometric", "student with a stride-4 head, 10 epochs, strong photometric"),
           ("student-kd, 10 epochs, strong photometric", "student-kd without cwd, 10 epochs, strong photometric"),
           ("student-kd, 10 epochs, strong photometric",
            "student-kd, clean teacher view, 10 epochs, strong photometric")]
