@@ -1,6 +1,7 @@
-"""Small value checks shared by the configuration, the data transforms, the segmenters and export."""
+"""Small value checks shared by the configuration, the data transforms, the segmenters, export, logs and plots."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .errors import UsageError
@@ -30,3 +31,13 @@ def size_pair(value: Any, what: str = "--img-size", allow_none: bool = False) ->
     if max(value) > MAX_SIDE:
         raise UsageError(f"{what} {list(value)}: each side must be at most {MAX_SIDE} pixels")
     return int(value[0]), int(value[1])
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` when it is missing, not a number, NaN or infinite: for logs and
+    plots that must show a gap rather than fail on a diverged run or an absent measurement."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None

@@ -50,9 +50,7 @@ class SegTransform:
             sample = {"image": self.finish(image=self.student_only(image=clean)["image"])["image"],
                       "image_clean": self.finish(image=clean)["image"]}
             if mask is not None:
-                m = out["mask"]
-                m = m if isinstance(m, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(m))
-                sample["mask"] = m.long()
+                sample["mask"] = _long_mask(out["mask"])
             return sample
         if mask is None:
             return {"image": self.compose(image=image)["image"]}
@@ -62,8 +60,7 @@ class SegTransform:
         else:  # eval: image only; the mask keeps its native size for exact scoring
             out = self.compose(image=image)
             m = mask
-        m = m if isinstance(m, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(m))
-        return {"image": out["image"], "mask": m.long()}
+        return {"image": out["image"], "mask": _long_mask(m)}
 
     def set_random_seed(self, seed: int | Sequence[int]) -> None:
         """Make the augmentations a deterministic function of ``seed`` (an int or a sequence of ints,
@@ -82,6 +79,12 @@ class SegTransform:
 
     def __repr__(self) -> str:
         return f"SegTransform({self.compose!r})"
+
+
+def _long_mask(mask: Any) -> torch.Tensor:
+    """A mask (numpy array or tensor) as a long tensor, the dtype losses and metrics take."""
+    m = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(mask))
+    return m.long()
 
 
 def seed_augmentations(dataset: Any, seed: int | Sequence[int]) -> int:
@@ -203,8 +206,7 @@ class EvalTransform:
         x = image_to_input(np.asarray(image), self.img_size, self.mean, self.std)[0].contiguous()
         if mask is None:
             return {"image": x}
-        m = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(mask))
-        return {"image": x, "mask": m.long()}
+        return {"image": x, "mask": _long_mask(mask)}
 
     def __repr__(self) -> str:
         return f"EvalTransform(img_size={self.img_size})"

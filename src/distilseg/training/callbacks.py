@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import time
 from pathlib import Path
@@ -21,20 +20,13 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from ..io import atomic_write, atomic_write_text
 from ..artifact import save_artifact
+from ..checks import finite_or_none
 
 # lr: the learning rate the epoch started with; lr_end: after its last step (a finished schedule's final value);
 # step: optimizer steps so far; time_budget (minutes) and budget_steps: a --time-budget run's budget and fixed count
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_mIoU", "lr", "skipped_nonfinite", "step", "lr_end",
                   "time_budget", "budget_steps")
 LAST_CKPT = "last.ckpt"
-
-
-def _finite_or_none(x: Any) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def history_csv(rows: list[dict[str, Any]]) -> str:
@@ -131,17 +123,17 @@ class RunRecorder(Checkpoint):
             return
         epoch = int(trainer.current_epoch) + 1
         val = getattr(pl_module, "last_val", None)
-        miou = _finite_or_none(val.get("mIoU")) if val else None
+        miou = finite_or_none(val.get("mIoU")) if val else None
         row = {
             "epoch": epoch,
-            "train_loss": _finite_or_none(getattr(pl_module, "epoch_train_loss", None)),
-            "val_loss": _finite_or_none(getattr(pl_module, "epoch_val_loss", None)) if val else None,
+            "train_loss": finite_or_none(getattr(pl_module, "epoch_train_loss", None)),
+            "val_loss": finite_or_none(getattr(pl_module, "epoch_val_loss", None)) if val else None,
             "val_mIoU": miou,
-            "lr": _finite_or_none(self._epoch_lr if self._epoch_lr is not None else (
+            "lr": finite_or_none(self._epoch_lr if self._epoch_lr is not None else (
                 trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None)),
             "skipped_nonfinite": int(getattr(pl_module, "skipped_nonfinite", 0)),
             "step": int(trainer.global_step),
-            "lr_end": _finite_or_none(trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None),
+            "lr_end": finite_or_none(trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None),
             **_budget_record(trainer),
         }
         self.history = [r for r in self.history if int(r["epoch"]) < epoch] + [row]

@@ -1,22 +1,14 @@
 """Accuracy / latency scatter for ``compress`` reports (marker area proportional to parameters)."""
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..checks import finite_or_none
 from ._render import new_figure, save_png
 
 __all__ = ["save_pareto", "pareto_front"]
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -44,13 +36,13 @@ def save_pareto(
 
     Rows lacking a finite ``x`` or ``y`` are skipped (e.g. a model that failed to export).
     """
-    kept = [r for r in rows if _num(r.get(x)) is not None and _num(r.get(y)) is not None]
+    kept = [r for r in rows if finite_or_none(r.get(x)) is not None and finite_or_none(r.get(y)) is not None]
     fig = new_figure(7.0, 5.0, dpi=dpi)
     ax = fig.add_subplot(1, 1, 1)
     if kept:
-        xs = [_num(r[x]) for r in kept]
-        ys = [_num(r[y]) for r in kept]
-        sizes = [_num(r.get(size)) or 0.0 for r in kept]
+        xs = [finite_or_none(r[x]) for r in kept]
+        ys = [finite_or_none(r[y]) for r in kept]
+        sizes = [finite_or_none(r.get(size)) or 0.0 for r in kept]
         biggest = max(sizes) if max(sizes) > 0 else 1.0
         areas = [max(600.0 * s / biggest, 15.0) for s in sizes]
         ax.scatter(xs, ys, s=areas, alpha=0.6, edgecolors="black", linewidths=0.5)
