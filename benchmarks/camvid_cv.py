@@ -58,12 +58,19 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         "--teacher 'RUNS/cv_teacher_photo_10ep_s0/fold-{fold}/last' --epochs 10 --val-every 5 --seed S "
         "--train-split train+val --holdout each --out RUNS/cv_student_photo_kdclean_10ep_sS",
         ["cv_student_photo_kdclean_10ep_s0", "cv_student_photo_kdclean_10ep_s1"]),
+    "stride-4 student-kd, 10 epochs, strong photometric": (
+        "distilseg distill --config configs/camvid/student_fpn_lite0_kd.yaml --photometric strong "
+        "--teacher 'RUNS/cv_teacher_photo_10ep_s0/fold-{fold}/last' --epochs 10 --val-every 5 --seed S "
+        "--train-split train+val --holdout each --out RUNS/cv_student4_photo_kd_10ep_sS",
+        ["cv_student4_photo_kd_10ep_s0", "cv_student4_photo_kd_10ep_s1"]),
 }
 # (baseline arm, distilled arm): the same student and schedule, with and without distillation
 PAIRS = [("student, 10 epochs, strong photometric", "student-kd, 10 epochs, strong photometric"),
          ("student, 10 epochs, strong photometric", "student-kd without cwd, 10 epochs, strong photometric"),
          ("student, 10 epochs, strong photometric",
-          "student-kd, clean teacher view, 10 epochs, strong photometric")]
+          "student-kd, clean teacher view, 10 epochs, strong photometric"),
+         ("student with a stride-4 head, 10 epochs, strong photometric",
+          "stride-4 student-kd, 10 epochs, strong photometric")]
 # (arm, arm with one lever changed)
 LEVERS = [("student, 10 epochs", "student, 10 epochs, strong photometric"),
           ("student, 10 epochs, strong photometric", "student with a stride-4 head, 10 epochs, strong photometric"),

@@ -198,6 +198,10 @@ def markdown(doc: dict[str, Any]) -> str:
                      f"{num(per_hour, '.1f')} | {num(r.get('params'), ',')} | {num(r.get('gflops'), '.2f')} | "
                      f"{num(r.get('minutes'), '.1f')} | {num(r.get('steps'), 'd')} | "
                      f"{num(r.get('ort_fp32_ms'), '.1f')} | {num(r.get('ort_int8_ms'), '.1f')} |")
+    pending = [m for m in MODELS if m not in {r["model"] for r in rows}]
+    if pending:
+        lines += ["", "Not trained yet (`--models " + ",".join(pending) + "`): "
+                  + ", ".join(f"`{m}`" for m in pending) + "."]
     classes = list(dict.fromkeys(c for r in rows for c in r.get("per_class", {})))
     if classes:
         lines += ["", "Per-class IoU on the held-out street (%):", "",

@@ -80,6 +80,9 @@ def test_rows_and_table_from_run_folders(seed, tmp_path: Path, capsys) -> None:
     text = page.read_text()
     assert "| `msa_unet_student_kd` | yes | " in text and "| 35.0 | 68.9 | 1,000 | 1.50 | 30.5 | 80 | 10.0 | 5.0 |" in text
     assert "| model | Sky | Road |" in text and "| `msa_unet` | 90.0 | 50.0 |" in text
+    # the rows not trained yet are named, with the flag that trains them
+    pending = [m for m in seed.MODELS if m not in ("msa_unet", "msa_unet_student", "msa_unet_student_kd")]
+    assert f"Not trained yet (`--models {','.join(pending)}`)" in text and "`unet`" in text
     # a page that is not the script's own is never overwritten
     other = tmp_path / "notes.md"
     other.write_text("my notes\n")
