@@ -111,3 +111,20 @@ def test_unknown_model_is_refused(seed, capsys) -> None:
     with pytest.raises(SystemExit):
         seed.main(["--dry-run", "--models", "nope"])
     assert "unknown model(s) nope" in capsys.readouterr().err
+
+
+def test_committed_seed_students_match_the_table(seed) -> None:
+    """The two fp16 seed students in benchmarks/results are the table's rows: same network, held-out street and
+    score, and they run."""
+    table = json.loads((SCRIPT.parent / "results" / "seed_systems.json").read_text())
+    rows = {r["model"]: r for r in table["rows"]}
+    from distilseg.artifact import load_artifact
+
+    for name in seed.KEEP_FP16:
+        model, config = load_artifact(seed.RESULTS / name / "best_fp16")
+        assert config["architecture"] == "msa_unet_student" and config["holdout"] == seed.HOLDOUT
+        assert config["metrics"]["mIoU"] == pytest.approx(rows[name]["val_mIoU"], abs=1e-9)
+        assert sum(p.numel() for p in model.parameters()) == rows[name]["params"]
+        with torch.no_grad():
+            out = model.float().eval()(torch.zeros(1, 3, 64, 96))
+        assert out.shape == (1, config["num_classes"], 64, 96) and torch.isfinite(out).all()
