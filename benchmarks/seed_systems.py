@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distilseg.io import atomic_write_text
+
 HOLDOUT = "0001TP"
 IMG_SIZE = [256, 320]
 EVAL_SIZE = [360, 480]
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{args.json}: no seed table yet; run the script without --markdown first")
         if args.markdown.exists() and not args.markdown.read_text().startswith(PAGE_TITLE):
             ap.error(f"{args.markdown}: exists and is not a seed table page; choose another --markdown")
-        args.markdown.write_text(markdown(json.loads(args.json.read_text())))
+        atomic_write_text(args.markdown, markdown(json.loads(args.json.read_text())))
         print(f"wrote {args.markdown}")
         return 0
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -270,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         rows[name] = run_row(name, args)
         ordered = [rows[m] for m in MODELS if m in rows]
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(table(args.budget, ordered), indent=1) + "\n")
+        atomic_write_text(args.json, json.dumps(table(args.budget, ordered), indent=1) + "\n")  # atomic: hours of rows
         print(json.dumps({k: v for k, v in rows[name].items() if k != "per_class"}), flush=True)
     return 0
 

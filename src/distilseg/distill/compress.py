@@ -166,9 +166,9 @@ class Compressor:
                   "teacher_view": self.s.get("teacher_view") or "same"}
             cfg = self._train_cfg(self.s["student_model"], self.s["student_args"], self.out / "kd_student",
                                   int(self.s["epochs"]), distill=kd)
-            distiller, tconf = build_distiller(cfg, str(self.teacher_dir()), self.s["kd"], self.s["hard_weight"])
+            distiller, tconf = build_distiller(cfg, kd["teacher"], kd["kd"], kd["hard_weight"])
             self.s["hard_weight_used"] = distiller.hard_weight
-            write_distill_record(self.out / "kd_student", str(self.teacher_dir()), tconf, self.s["kd"], distiller)
+            write_distill_record(self.out / "kd_student", kd["teacher"], tconf, kd["kd"], distiller)
             run_training(cfg, distiller=distiller)
             return {**kd, "model": self.s["student_model"], "hard_weight": distiller.hard_weight,
                     "artifact": str(self.out / "kd_student" / self.use)}
