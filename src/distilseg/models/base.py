@@ -7,11 +7,15 @@ distillation). Doing them once here keeps each model file about its own topology
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import CheckpointError, UsageError
 
@@ -39,10 +43,31 @@ class SegmentationModel(nn.Module):
 
     output_stride: int = 1
     feature_channels: list[int]
+    # models whose stages run through ``_stage`` set this (``set_grad_checkpointing``)
+    supports_grad_checkpointing: bool = False
 
     def __init__(self) -> None:
         super().__init__()
         self.feature_channels = []
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch: recompute each stage's activations in the backward pass instead of keeping them.
+
+        Why: a full-resolution stage of parallel branches keeps gigabytes of activations per batch; with
+        this on, training keeps only the stage inputs, for about one more forward pass of time. Outputs,
+        gradients and BatchNorm statistics are the same as without it.
+        """
+        if enable and not self.supports_grad_checkpointing:
+            raise UsageError(f"{type(self).__name__} does not support gradient checkpointing")
+        self.grad_checkpointing = bool(enable)
+
+    def _stage(self, stage: nn.Module, x: Tensor) -> Tensor:
+        """``stage(x)``, checkpointed while training with ``set_grad_checkpointing(True)``."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(stage, x, use_reentrant=False,
+                              context_fn=partial(_recompute_keeps_bn_stats, stage))
+        return stage(x)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -102,6 +127,24 @@ class AuxSegmentationModel(SegmentationModel):
         if return_features:
             return up[0], up[1:], feats
         return up[0], up[1:]
+
+
+def _recompute_keeps_bn_stats(stage: nn.Module) -> tuple[object, object]:
+    """Checkpoint contexts (forward, recompute): the recompute restores BatchNorm running statistics, so a
+    checkpointed step updates them once, as a plain step does."""
+    return nullcontext(), _bn_stats_restored(stage)
+
+
+@contextmanager
+def _bn_stats_restored(stage: nn.Module) -> Iterator[None]:
+    saved = [(b, b.clone()) for m in stage.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for b in m.buffers(recurse=False)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
 
 
 def _crop_like(f: Tensor, h: int, w: int, ph: int, pw: int) -> Tensor:

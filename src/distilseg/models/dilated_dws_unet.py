@@ -29,6 +29,8 @@ class DilatedStage(nn.Sequential):
 class DilatedDWSUNet(SegmentationModel):
     """Stem 3x3 conv, ``depth`` max-pool levels of dilated DWS stages, bilinear decoder with skips."""
 
+    supports_grad_checkpointing = True
+
     def __init__(
         self, num_classes: int, depth: int = 4, base_width: int = 32, rates: Sequence[int] = (1, 2, 3)
     ) -> None:
@@ -47,13 +49,13 @@ class DilatedDWSUNet(SegmentationModel):
         self.feature_channels = widths + list(reversed(widths[:-1]))
 
     def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        skips = [self.inc(self.stem(x))]
+        skips = [self._stage(self.inc, self.stem(x))]
         for down in self.downs:
-            skips.append(down(skips[-1]))
+            skips.append(self._stage(down, skips[-1]))
         feats = list(skips)
         y = skips[-1]
         for up, skip in zip(self.ups, reversed(skips[:-1])):
-            y = up(torch.cat([skip, resize_to(y, skip.shape[-2:])], dim=1))
+            y = self._stage(up, torch.cat([skip, resize_to(y, skip.shape[-2:])], dim=1))
             feats.append(y)
         return self.head(y), feats
 

@@ -62,6 +62,10 @@ def build_model(cfg: TrainConfig, num_classes: int):
         from .optim import freeze_encoder
 
         freeze_encoder(model)
+    if cfg.grad_checkpointing:
+        if not getattr(model, "supports_grad_checkpointing", False):
+            raise UsageError(f"--grad-checkpointing: {cfg.model} does not support it (dilated_dws_unet does)")
+        model.set_grad_checkpointing(True)
     return model
 
 

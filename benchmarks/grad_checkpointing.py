@@ -1,0 +1,82 @@
+"""Memory and time of a training step with and without gradient checkpointing (``--grad-checkpointing``).
+
+Each setting runs in its own process (peak resident memory is per process): AdamW steps on random data, CE
+loss, the given batch and crop; prints and writes JSON with the peak resident memory (GiB) and the seconds
+per step after a warm-up step. A setting that runs out of memory is recorded as such, not as a crash.
+Run: ``python benchmarks/grad_checkpointing.py --model dilated_dws_unet --size 256 320 --batch 8
+--json benchmarks/results/grad_checkpointing.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def one_setting(model_name: str, size: list[int], batch: int, steps: int, threads: int, ckpt: bool) -> dict:
+    """Run in a child process: time ``steps`` optimizer steps after one warm-up step."""
+    import torch
+
+    from distilseg.models import create_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    model = create_model(model_name, 11).train()
+    if ckpt:
+        model.set_grad_checkpointing(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(batch, 3, *size)
+    y = torch.randint(0, 11, (batch, *size))
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return {"grad_checkpointing": ckpt, "peak_rss_gib": round(peak_gib, 2),
+            "s_per_step": round(sum(times[1:]) / steps, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="dilated_dws_unet")
+    ap.add_argument("--size", type=int, nargs=2, default=[256, 320], metavar=("H", "W"))
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--child", choices=("on", "off"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        row = one_setting(args.model, args.size, args.batch, args.steps, args.threads, args.child == "on")
+        print(json.dumps(row))
+        return 0
+    rows = []
+    for flag in ("on", "off"):
+        cmd = [sys.executable, __file__, "--model", args.model, "--size", *map(str, args.size), "--batch",
+               str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads), "--child", flag]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0:
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        else:  # -9: killed by the kernel for memory
+            rows.append({"grad_checkpointing": flag == "on", "failed": proc.returncode,
+                         "error": (proc.stderr.strip().splitlines() or [""])[-1][:200]})
+        print(json.dumps(rows[-1]), flush=True)
+    result = {"model": args.model, "size": args.size, "batch": args.batch, "threads": args.threads,
+              "command": "python benchmarks/grad_checkpointing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "rows": rows}
+    if args.json:
+        from distilseg.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
