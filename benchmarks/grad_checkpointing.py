@@ -13,34 +13,20 @@ import json
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 
 def one_setting(model_name: str, size: list[int], batch: int, steps: int, threads: int, ckpt: bool) -> dict:
-    """Run in a child process: time ``steps`` optimizer steps after one warm-up step."""
+    """Run in a child process: ``train_throughput.setting_rate``'s fp32 steps after one warm-up step, and the
+    process's peak resident memory."""
     import torch
 
-    from distilseg.models import create_model
+    from train_throughput import setting_rate  # this script's folder is on sys.path
 
-    torch.manual_seed(0)
     torch.set_num_threads(threads)
-    model = create_model(model_name, 11).train()
-    if ckpt:
-        model.set_grad_checkpointing(True)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.randn(batch, 3, *size)
-    y = torch.randint(0, 11, (batch, *size))
-    times = []
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
+    rate = setting_rate(model_name, {}, tuple(size), "32", False, False, steps, 1, batch, grad_checkpointing=ckpt)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    return {"grad_checkpointing": ckpt, "peak_rss_gib": round(peak_gib, 2),
-            "s_per_step": round(sum(times[1:]) / steps, 3)}
+    return {"grad_checkpointing": ckpt, "peak_rss_gib": round(peak_gib, 2), "s_per_step": round(batch / rate, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,7 +86,7 @@ RECIPES = {
 
 
 def setting_rate(name: str, kwargs: dict, size: tuple[int, int], precision: str, channels_last: bool,
-                 compile_: bool, steps: int, warmup: int, batch: int) -> float:
+                 compile_: bool, steps: int, warmup: int, batch: int, grad_checkpointing: bool = False) -> float:
     """Images per second of AdamW training steps (forward, CE loss, backward, step) on random data."""
     import torch
 
@@ -94,6 +94,8 @@ def setting_rate(name: str, kwargs: dict, size: tuple[int, int], precision: str,
 
     torch.manual_seed(0)
     model = create_model(name, 11, **kwargs).train()
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     step_model = torch.compile(model) if compile_ else model

@@ -116,8 +116,8 @@ class TrainConfig:
     channels_last: bool = setting(False, "NHWC memory format on the CPU too (always on a GPU); with --precision "
                                   "bf16-mixed it is the fast setting on CPUs with AVX512-BF16")
     grad_checkpointing: bool = setting(False, "recompute activations in the backward pass instead of keeping them: "
-                                       "much less memory for about a third more time (models that support it: "
-                                       "dilated_dws_unet)")
+                                       "much less memory for one more forward pass per step (models that support "
+                                       "it: dilated_dws_unet)")
     devices: int = setting(1, "devices (processes) per node", low=1)
     num_nodes: int = setting(1, "nodes", low=1)
     strategy: str = setting("auto", "distributed strategy", choices=("auto", "ddp"))
