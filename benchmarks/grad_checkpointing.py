@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 from pathlib import Path
+
+from child_runs import child_row, write_result  # this script's folder is on sys.path
 
 
 def one_setting(model_name: str, size: list[int], batch: int, steps: int, threads: int, ckpt: bool) -> dict:
@@ -47,20 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("on", "off"):
         cmd = [sys.executable, __file__, "--model", args.model, "--size", *map(str, args.size), "--batch",
                str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads), "--child", flag]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode == 0:
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        else:  # -9: killed by the kernel for memory
-            rows.append({"grad_checkpointing": flag == "on", "failed": proc.returncode,
-                         "error": (proc.stderr.strip().splitlines() or [""])[-1][:200]})
-        print(json.dumps(rows[-1]), flush=True)
+        rows.append(child_row(cmd, {"grad_checkpointing": flag == "on"}))
     result = {"model": args.model, "size": args.size, "batch": args.batch, "threads": args.threads,
               "command": "python benchmarks/grad_checkpointing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": rows}
-    if args.json:
-        from distilseg.io import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+    write_result(args.json, result)
     return 0
 
 

@@ -83,13 +83,13 @@ def data_flags(root: str, split_flag: str = "--train-split") -> list[str]:
     return ["--dataset", "camvid", "--root", root, split_flag, "train+val", "--holdout", HOLDOUT]
 
 
-def train_command(name: str, root: str, runs: Path, budget: float) -> list[str]:
-    """The training (or, for a KD row, distillation) command of one row."""
+def train_command(name: str, root: str, runs: Path, budget: float, train_args: list[str] | None = None) -> list[str]:
+    """The training (or, for a KD row, distillation) command of one row; ``train_args`` go to every row."""
     arch, margs, _, extra = MODELS[name]
     cmd = DISTILSEG + (["distill", "--teacher", str(runs / KD_ROWS[name] / "best"), "--kd", "original"]
                        if name in KD_ROWS else ["train"])
-    return cmd + data_flags(root) + ["--model", arch] + _model_args(margs) + extra + RECIPE + [
-        "--time-budget", f"{budget:g}", "--resume", "--out", str(runs / name)]
+    return (cmd + data_flags(root) + ["--model", arch] + _model_args(margs) + extra + RECIPE + list(train_args or [])
+            + ["--time-budget", f"{budget:g}", "--resume", "--out", str(runs / name)])
 
 
 def eval_command(name: str, root: str, runs: Path) -> list[str]:
@@ -140,9 +140,10 @@ def make_row(name: str, run: Path, bench: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def table(budget: float, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def table(budget: float, rows: list[dict[str, Any]], train_args: list[str] | None = None) -> dict[str, Any]:
     return {"budget_minutes": budget, "img_size": IMG_SIZE, "eval_size": EVAL_SIZE,
-            "val_split": f"CamVid train+val, sequence {HOLDOUT} held out", "rows": rows}
+            "val_split": f"CamVid train+val, sequence {HOLDOUT} held out", "train_args": list(train_args or []),
+            "rows": rows}
 
 
 def latencies(run: Path, root: str, threads: int = 2, runs: int = 20) -> dict[str, Any]:
@@ -187,7 +188,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"this CPU each ({doc['img_size'][0]}x{doc['img_size'][1]} crops); validated on whole "
         f"{doc.get('eval_size', EVAL_SIZE)[0]}x{doc.get('eval_size', EVAL_SIZE)[1]} frames of a street held out of "
         f"training ({doc['val_split']}). Produced by `python benchmarks/seed_systems.py` "
-        "(`benchmarks/results/seed_systems.json`); latency: ONNX Runtime, batch 1, 2 threads, 360x480.", "",
+        "(`benchmarks/results/seed_systems.json`); latency: ONNX Runtime, batch 1, 2 threads, 360x480."
+        + (f" Every row trained with `{shlex.join(doc['train_args'])}`." if doc.get("train_args") else ""), "",
         "| model | KD | started from | mIoU | mIoU per CPU-hour | params | GFLOPs | minutes | steps | ORT fp32 ms "
         "| ORT INT8 ms |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -224,7 +226,7 @@ def run_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if not finished(run):
         run.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(train_command(name, args.root, args.runs, args.budget))
+        proc = subprocess.run(train_command(name, args.root, args.runs, args.budget, args.train_args))
         add_minutes(run, (time.perf_counter() - t0) / 60.0, done=proc.returncode == 0)
         if proc.returncode != 0:
             raise SystemExit(f"{name}: training failed ({proc.returncode}); run the script again to resume it")
@@ -244,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=30.0, metavar="MINUTES", help="training minutes per model")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated rows to run (default: all)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/seed_systems.json"))
+    ap.add_argument("--train-args", type=shlex.split, default=[], metavar="'FLAGS'",
+                    help="more training flags for every row, given with '=': --train-args='--keep-freed-memory' "
+                    "(recorded in the JSON)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     ap.add_argument("--fp16-dir", type=Path, default=RESULTS, metavar="DIR",
                     help="where the seed students' fp16 models go (DIR/NAME/best_fp16)")
@@ -266,15 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     names = sorted(names, key=lambda m: (m in KD_ROWS, list(MODELS).index(m)))
     if args.dry_run:
         for name in names:
-            print(shlex.join(train_command(name, args.root, args.runs, args.budget)))
+            print(shlex.join(train_command(name, args.root, args.runs, args.budget, args.train_args)))
             print(shlex.join(eval_command(name, args.root, args.runs)))
         return 0
-    old = json.loads(args.json.read_text()).get("rows", []) if args.json.is_file() else []
-    rows = {r["model"]: r for r in old}
+    old = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    if old.get("rows") and old.get("train_args", []) != args.train_args:
+        ap.error(f"{args.json}: its rows were trained with --train-args {shlex.join(old.get('train_args', []))!r}; "
+                 "write other settings to another --json")
+    rows = {r["model"]: r for r in old.get("rows", [])}
     for name in names:
         rows[name] = run_row(name, args)
         ordered = [rows[m] for m in MODELS if m in rows]
-        atomic_write_text(args.json, json.dumps(table(args.budget, ordered), indent=1) + "\n")  # atomic: hours of rows
+        atomic_write_text(args.json, json.dumps(table(args.budget, ordered, args.train_args), indent=1) + "\n")  # atomic: hours of rows
         print(json.dumps({k: v for k, v in rows[name].items() if k != "per_class"}), flush=True)
     return 0
 

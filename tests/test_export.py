@@ -365,3 +365,40 @@ def test_int8_export_of_a_tf_same_padding_encoder(tmp_path, monkeypatch, dynamic
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert OnnxSegmenter(out).predict(synthetic_images(1, (64, 96)))[0].shape == (64, 96)
+
+
+def test_int8_layernorm_scales_are_quantized_per_channel_without_warnings(tmp_path, caplog):
+    """Transformer blocks (SegFormer) hold LayerNormalization, whose scale is 1-D: quantizing it per channel on
+    onnxruntime's default axis 1 warns once per layer and falls back to one scale for the whole vector."""
+    import logging
+
+    import onnx
+
+    from distilseg.export.quantize import quantize_int8
+
+    class ConvLayerNorm(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.norm = torch.nn.LayerNorm(8)
+            self.head = torch.nn.Conv2d(8, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.norm(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            return self.head(y)
+
+    torch.manual_seed(0)
+    model = ConvLayerNorm().eval()
+    with torch.no_grad():
+        model.norm.weight.copy_(torch.linspace(0.01, 4.0, 8))  # one scale for all would flatten the small ones
+    fp32 = export_onnx(model, {"num_classes": 3}, tmp_path / "f.onnx", img_size=(16, 16))
+    calib = [np.random.default_rng(i).standard_normal((3, 16, 16)).astype(np.float32) for i in range(4)]
+    with caplog.at_level(logging.WARNING):
+        out = quantize_int8(fp32, tmp_path / "q.onnx", calib)
+    assert not [r.getMessage() for r in caplog.records if "out-of-range" in r.getMessage()]
+    graph = onnx.load(str(out)).graph
+    norm = next(n for n in graph.node if n.op_type == "LayerNormalization")
+    dq = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] == norm.input[1])
+    scale = next(t for t in graph.initializer if t.name == dq.input[1])
+    assert list(scale.dims) == [8]  # one scale per channel
+    assert {a.name: a.i for a in dq.attribute}.get("axis") == 0

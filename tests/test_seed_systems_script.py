@@ -107,6 +107,30 @@ def test_dry_run_prints_the_commands(seed, tmp_path: Path, capsys) -> None:
     assert all("--split train+val --holdout 0001TP" in line for line in lines if " eval " in line)
 
 
+def test_train_args_go_to_every_row_and_into_the_json(seed, tmp_path: Path, capsys) -> None:
+    assert seed.main(["--dry-run", "--runs", str(tmp_path), "--models", "msa_unet,msa_unet_student_kd",
+                      "--train-args=--keep-freed-memory --num-workers 2"]) == 0
+    train = [line for line in capsys.readouterr().out.splitlines() if " eval " not in line]
+    assert len(train) == 2 and all("--num-workers 1 --seed 0 --no-progress --keep-freed-memory --num-workers 2 "
+                                   "--time-budget 30 " in line for line in train)  # after the recipe: they win
+    runs = tmp_path / "runs"
+    _fake_run(runs / "msa_unet", 0.5, 40, 30.0)
+    seed.add_minutes(runs / "msa_unet", 30.0, done=True)
+    out = tmp_path / "kfm.json"
+    common = ["--runs", str(runs), "--models", "msa_unet", "--json", str(out), "--fp16-dir", str(tmp_path / "k")]
+    assert seed.main([*common, "--train-args=--keep-freed-memory"]) == 0
+    assert json.loads(out.read_text())["train_args"] == ["--keep-freed-memory"]
+    page = tmp_path / "kfm.md"
+    assert seed.main(["--json", str(out), "--markdown", str(page)]) == 0
+    assert "Every row trained with `--keep-freed-memory`." in page.read_text()
+    # rows of other settings never share a table
+    before = out.read_bytes()
+    with pytest.raises(SystemExit):
+        seed.main(common)
+    assert "its rows were trained with --train-args '--keep-freed-memory'" in capsys.readouterr().err
+    assert out.read_bytes() == before
+
+
 def test_unknown_model_is_refused(seed, capsys) -> None:
     with pytest.raises(SystemExit):
         seed.main(["--dry-run", "--models", "nope"])

@@ -182,6 +182,9 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 calibrate_method=calib_method,
                 nodes_to_exclude=excluded,
+                # a LayerNormalization's scale is 1-D: its channels are axis 0 (the default axis 1 does not
+                # exist there, so onnxruntime would warn once per layer and fall back to one scale for all)
+                extra_options={"QDQOpTypePerChannelSupportToAxis": {"LayerNormalization": 0}},
             )
 
         out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,12 +62,12 @@ class SegmentationModel(nn.Module):
             raise UsageError(f"{type(self).__name__} does not support gradient checkpointing")
         self.grad_checkpointing = bool(enable)
 
-    def _stage(self, stage: nn.Module, x: Tensor) -> Tensor:
-        """``stage(x)``, checkpointed while training with ``set_grad_checkpointing(True)``."""
+    def _stage(self, stage: nn.Module, *xs: Tensor) -> Tensor:
+        """``stage(*xs)``, checkpointed while training with ``set_grad_checkpointing(True)``."""
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(stage, x, use_reentrant=False,
+            return checkpoint(stage, *xs, use_reentrant=False,
                               context_fn=partial(_recompute_keeps_bn_stats, stage))
-        return stage(x)
+        return stage(*xs)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -54,6 +54,7 @@ class UNet(SegmentationModel):
     """
 
     gated_skips = False  # True in AttentionUNet: attention gates on the skip connections
+    supports_grad_checkpointing = True  # every level runs through ``_stage``
 
     def __init__(self, num_classes: int, depth: int = 4, base_width: int = 32, bilinear: bool = True) -> None:
         super().__init__()
@@ -71,13 +72,13 @@ class UNet(SegmentationModel):
         self.feature_channels = widths + list(reversed(widths[:-1]))
 
     def _forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        skips = [self.inc(x)]
+        skips = [self._stage(self.inc, x)]
         for down in self.downs:
-            skips.append(down(skips[-1]))
+            skips.append(self._stage(down, skips[-1]))
         feats = list(skips)
         y = skips[-1]
         for up, skip in zip(self.ups, reversed(skips[:-1])):
-            y = up(y, skip)
+            y = self._stage(up, y, skip)
             feats.append(y)
         return self.head(y), feats
 

@@ -37,6 +37,8 @@ __all__ = ["TrainConfig", "DEFAULTS", "RECORDED", "PRECISIONS", "setting", "add_
            "add_setting_arguments", "resolve_config", "eval_size"]
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+# models whose stages can be recomputed in the backward pass (``supports_grad_checkpointing``)
+GRAD_CHECKPOINTING_MODELS = ("unet", "attention_unet", "dilated_dws_unet")
 # Keys that OUT/config.yaml records but that the run derives again (so a saved config reads back as is).
 RECORDED = ("num_classes", "budget_steps", "budget_step_seconds")
 _SUPPRESS = argparse.SUPPRESS
@@ -117,7 +119,10 @@ class TrainConfig:
                                   "bf16-mixed it is the fast setting on CPUs with AVX512-BF16")
     grad_checkpointing: bool = setting(False, "recompute activations in the backward pass instead of keeping them: "
                                        "much less memory for one more forward pass per step (models that support "
-                                       "it: dilated_dws_unet)")
+                                       f"it: {', '.join(GRAD_CHECKPOINTING_MODELS)})")
+    keep_freed_memory: bool = setting(False, "CPU training: glibc's malloc keeps freed memory for the next step "
+                                      "instead of returning it to the kernel; steps of large-activation models "
+                                      "run up to 2-3x faster, at a higher peak of resident memory (Linux)")
     devices: int = setting(1, "devices (processes) per node", low=1)
     num_nodes: int = setting(1, "nodes", low=1)
     strategy: str = setting("auto", "distributed strategy", choices=("auto", "ddp"))

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..artifact import is_artifact_dir
 from ..errors import TrainingError, UsageError
-from .config import TrainConfig, resolve_config
+from .config import GRAD_CHECKPOINTING_MODELS, TrainConfig, resolve_config
 from .datamodule import SegDataModule, build_datasets, compute_class_weights, quick_check
 
 LAST_CKPT_REL = Path("checkpoints") / "last.ckpt"
@@ -64,7 +65,8 @@ def build_model(cfg: TrainConfig, num_classes: int):
         freeze_encoder(model)
     if cfg.grad_checkpointing:
         if not getattr(model, "supports_grad_checkpointing", False):
-            raise UsageError(f"--grad-checkpointing: {cfg.model} does not support it (dilated_dws_unet does)")
+            raise UsageError(f"--grad-checkpointing: {cfg.model} ({type(model).__name__}) does not support it "
+                             f"(these do: {', '.join(GRAD_CHECKPOINTING_MODELS)})")
         model.set_grad_checkpointing(True)
     return model
 
@@ -226,6 +228,12 @@ def _run_training(cfg: TrainConfig, distiller: Any = None, extra_callbacks: list
         if cfg.resume and rank0:
             print(f"distilseg train: no saved state in {ckpt}; starting from the beginning")
 
+    if cfg.keep_freed_memory:
+        from .host_memory import keep_freed_memory
+
+        why_not = keep_freed_memory()
+        if why_not and rank0:
+            print(f"distilseg: --keep-freed-memory has no effect here: {why_not}", file=sys.stderr)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     train_ds, val_ds, mean, std = build_datasets(cfg)
     train_ds = quick_check(train_ds, cfg.skip_bad)
