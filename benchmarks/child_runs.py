@@ -2,10 +2,28 @@
 process-wide settings are per process)."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
+
+
+def add_step_args(ap: argparse.ArgumentParser) -> None:
+    """The options every such benchmark shares: the training step's crop, batch, timed steps and threads, the
+    JSON to write, and the hidden ``--child on|off`` that runs one setting."""
+    ap.add_argument("--size", type=int, nargs=2, default=[256, 320], metavar=("H", "W"))
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--child", choices=("on", "off"), help=argparse.SUPPRESS)
+
+
+def step_args(args: argparse.Namespace) -> list[str]:
+    """``add_step_args``' values as flags for a child process."""
+    return ["--size", *map(str, args.size), "--batch", str(args.batch), "--steps", str(args.steps), "--threads",
+            str(args.threads)]
 
 
 def child_row(cmd: list[str], failed: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,8 @@ import argparse
 import json
 import resource
 import sys
-from pathlib import Path
 
-from child_runs import child_row, write_result  # this script's folder is on sys.path
+from child_runs import add_step_args, child_row, step_args, write_result  # this script's folder is on sys.path
 
 
 def one_setting(model_name: str, size: list[int], batch: int, steps: int, threads: int, ckpt: bool) -> dict:
@@ -33,12 +32,7 @@ def one_setting(model_name: str, size: list[int], batch: int, steps: int, thread
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="dilated_dws_unet")
-    ap.add_argument("--size", type=int, nargs=2, default=[256, 320], metavar=("H", "W"))
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--child", choices=("on", "off"), help=argparse.SUPPRESS)
+    add_step_args(ap)
     args = ap.parse_args(argv)
     if args.child:
         row = one_setting(args.model, args.size, args.batch, args.steps, args.threads, args.child == "on")
@@ -46,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for flag in ("on", "off"):
-        cmd = [sys.executable, __file__, "--model", args.model, "--size", *map(str, args.size), "--batch",
-               str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads), "--child", flag]
+        cmd = [sys.executable, __file__, "--model", args.model, *step_args(args), "--child", flag]
         rows.append(child_row(cmd, {"grad_checkpointing": flag == "on"}))
     result = {"model": args.model, "size": args.size, "batch": args.batch, "threads": args.threads,
               "command": "python benchmarks/grad_checkpointing.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -13,9 +13,8 @@ import argparse
 import json
 import resource
 import sys
-from pathlib import Path
 
-from child_runs import child_row, write_result  # this script's folder is on sys.path
+from child_runs import add_step_args, child_row, step_args, write_result  # this script's folder is on sys.path
 
 MODELS = ("unet", "attention_unet", "msa_unet", "msa_unet_student", "dilated_dws_unet", "danet", "fcn_resnet50",
           "segformer", "lite_student")
@@ -41,12 +40,7 @@ def one_setting(model_name: str, size: list[int], batch: int, steps: int, thread
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated registry names")
-    ap.add_argument("--size", type=int, nargs=2, default=[256, 320], metavar=("H", "W"))
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--child", choices=("on", "off"), help=argparse.SUPPRESS)
+    add_step_args(ap)
     args = ap.parse_args(argv)
     if args.child:
         row = one_setting(args.models, args.size, args.batch, args.steps, args.threads, args.child == "on")
@@ -55,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models.split(","):
         for flag in ("off", "on"):
-            cmd = [sys.executable, __file__, "--models", model, "--size", *map(str, args.size), "--batch",
-                   str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads), "--child", flag]
+            cmd = [sys.executable, __file__, "--models", model, *step_args(args), "--child", flag]
             rows.append(child_row(cmd, {"model": model, "keep_freed_memory": flag == "on"}))
     result = {"size": args.size, "batch": args.batch, "steps": args.steps, "threads": args.threads,
               "command": "python benchmarks/keep_freed_memory.py " + " ".join(argv if argv is not None else sys.argv[1:]),
