@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def add_step_args(ap: argparse.ArgumentParser) -> None:
@@ -38,9 +39,20 @@ def child_row(cmd: list[str], failed: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def write_result(path: Path | None, result: dict[str, Any]) -> None:
-    """Write ``result`` as JSON, atomically (nothing when ``path`` is None)."""
-    if path is not None:
+def run(script: str, argv: list[str] | None, args: argparse.Namespace, one_setting: Callable[[bool], dict],
+        cases: list[tuple[list[str], str, dict[str, Any]]], head: dict[str, Any]) -> int:
+    """A benchmark's ``main`` after parsing: with ``--child``, print ``one_setting(child == "on")``'s row;
+    else run each case (its own flags, ``on``/``off``, the row to record if it fails) in a child process of
+    ``script`` and write ``head`` with the command line and the rows to ``--json``."""
+    if args.child:
+        print(json.dumps(one_setting(args.child == "on")))
+        return 0
+    rows = [child_row([sys.executable, script, *flags, *step_args(args), "--child", flag], failed)
+            for flags, flag, failed in cases]
+    result = {**head, "command": f"python benchmarks/{Path(script).name} "
+              + " ".join(argv if argv is not None else sys.argv[1:]), "rows": rows}
+    if args.json is not None:
         from distilseg.io import atomic_write_text
 
-        atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+    return 0

@@ -9,11 +9,9 @@ Run: ``python benchmarks/grad_checkpointing.py --model dilated_dws_unet --size 2
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import sys
 
-from child_runs import add_step_args, child_row, step_args, write_result  # this script's folder is on sys.path
+from child_runs import add_step_args, run  # this script's folder is on sys.path
 
 
 def one_setting(model_name: str, size: list[int], batch: int, steps: int, threads: int, ckpt: bool) -> dict:
@@ -34,19 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="dilated_dws_unet")
     add_step_args(ap)
     args = ap.parse_args(argv)
-    if args.child:
-        row = one_setting(args.model, args.size, args.batch, args.steps, args.threads, args.child == "on")
-        print(json.dumps(row))
-        return 0
-    rows = []
-    for flag in ("on", "off"):
-        cmd = [sys.executable, __file__, "--model", args.model, *step_args(args), "--child", flag]
-        rows.append(child_row(cmd, {"grad_checkpointing": flag == "on"}))
-    result = {"model": args.model, "size": args.size, "batch": args.batch, "threads": args.threads,
-              "command": "python benchmarks/grad_checkpointing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "rows": rows}
-    write_result(args.json, result)
-    return 0
+    return run(__file__, argv, args,
+               lambda on: one_setting(args.model, args.size, args.batch, args.steps, args.threads, on),
+               [(["--model", args.model], flag, {"grad_checkpointing": flag == "on"}) for flag in ("on", "off")],
+               {"model": args.model, "size": args.size, "batch": args.batch, "threads": args.threads})
 
 
 if __name__ == "__main__":

@@ -10,11 +10,9 @@ Run: ``python benchmarks/keep_freed_memory.py --json benchmarks/results/keep_fre
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import sys
 
-from child_runs import add_step_args, child_row, step_args, write_result  # this script's folder is on sys.path
+from child_runs import add_step_args, run  # this script's folder is on sys.path
 
 MODELS = ("unet", "attention_unet", "msa_unet", "msa_unet_student", "dilated_dws_unet", "danet", "fcn_resnet50",
           "segformer", "lite_student")
@@ -42,20 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated registry names")
     add_step_args(ap)
     args = ap.parse_args(argv)
-    if args.child:
-        row = one_setting(args.models, args.size, args.batch, args.steps, args.threads, args.child == "on")
-        print(json.dumps(row))
-        return 0
-    rows = []
-    for model in args.models.split(","):
-        for flag in ("off", "on"):
-            cmd = [sys.executable, __file__, "--models", model, *step_args(args), "--child", flag]
-            rows.append(child_row(cmd, {"model": model, "keep_freed_memory": flag == "on"}))
-    result = {"size": args.size, "batch": args.batch, "steps": args.steps, "threads": args.threads,
-              "command": "python benchmarks/keep_freed_memory.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "rows": rows}
-    write_result(args.json, result)
-    return 0
+    return run(__file__, argv, args,
+               lambda on: one_setting(args.models, args.size, args.batch, args.steps, args.threads, on),
+               [(["--models", model], flag, {"model": model, "keep_freed_memory": flag == "on"})
+                for model in args.models.split(",") for flag in ("off", "on")],
+               {"size": args.size, "batch": args.batch, "steps": args.steps, "threads": args.threads})
 
 
 if __name__ == "__main__":

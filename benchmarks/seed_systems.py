@@ -282,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         rows[name] = run_row(name, args)
         ordered = [rows[m] for m in MODELS if m in rows]
-        atomic_write_text(args.json, json.dumps(table(args.budget, ordered, args.train_args), indent=1) + "\n")  # atomic: hours of rows
+        doc = table(args.budget, ordered, args.train_args)
+        atomic_write_text(args.json, json.dumps(doc, indent=1) + "\n")  # atomic: hours of rows
         print(json.dumps({k: v for k, v in rows[name].items() if k != "per_class"}), flush=True)
     return 0
 

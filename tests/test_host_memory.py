@@ -49,7 +49,7 @@ WORKER_CHILD = r"""
 import functools, sys
 import torch
 from torch.utils.data import DataLoader, Dataset
-from distilseg.training.datamodule import val_worker_init
+from distilseg.training.datamodule import init_worker
 from distilseg.training.host_memory import keep_freed_memory
 
 def private_mib():
@@ -69,7 +69,7 @@ class Frames(Dataset):
 
 assert keep_freed_memory() is None
 step()
-init = functools.partial(val_worker_init, rank=0) if sys.argv[1] == "release" else None
+init = functools.partial(init_worker, rank=0) if sys.argv[1] == "release" else None
 loader = DataLoader(Frames(), batch_size=2, num_workers=1, worker_init_fn=init, persistent_workers=True)
 for epoch in range(2):
     for batch in loader:
@@ -87,7 +87,7 @@ def _worker_private_mib(setting: str) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 def test_data_loader_workers_do_not_keep_the_parents_freed_memory():
     """A forked worker shares the parent's freed heap; as the parent reuses it, the worker is left owning a copy of
-    all of it, unless the worker hands that memory to the kernel first (``val_worker_init`` does)."""
+    all of it, unless the worker hands that memory to the kernel first (``init_worker`` does)."""
     assert _worker_private_mib("keep") > 700  # the snapshot: most of the 1.1 GiB step
     assert _worker_private_mib("release") < 300
 

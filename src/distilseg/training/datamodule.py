@@ -176,13 +176,13 @@ def seed_train_worker(worker_id: int, rank: int = 0) -> None:
     same ``--seed``, distinct per worker, and new each time workers start. Mixing in ``rank`` keeps DDP
     processes (same base seed) from repeating each other's augmentations.
     """
-    val_worker_init(worker_id, rank)
+    init_worker(worker_id, rank)
     info = torch.utils.data.get_worker_info()
     if info is not None:
         seed_augmentations(info.dataset, [info.seed, worker_id, rank])
 
 
-def val_worker_init(worker_id: int, rank: int = 0) -> None:
+def init_worker(worker_id: int, rank: int = 0) -> None:
     """DataLoader ``worker_init_fn`` of every loader: Lightning's ``pl_worker_init_function``, and none of the
     freed memory a ``--keep-freed-memory`` parent keeps (``host_memory.release_in_worker``)."""
     from lightning.fabric.utilities.seed import pl_worker_init_function
@@ -224,4 +224,4 @@ class SegDataModule(pl.LightningDataModule):
         nw = self.num_workers
         return DataLoader(self.val_ds, sampler=sampler, batch_size=self.batch_size, num_workers=nw,
                           collate_fn=collate_segmentation, persistent_workers=nw > 0,
-                          worker_init_fn=functools.partial(val_worker_init, rank=rank) if nw > 0 else None)
+                          worker_init_fn=functools.partial(init_worker, rank=rank) if nw > 0 else None)

@@ -32,9 +32,8 @@ _kept = False  # this process (or the one it was forked from) keeps freed memory
 
 
 def _glibc() -> ctypes.CDLL | None:
-    """The process's C library when it is glibc, with ``mallopt`` and ``malloc_trim`` typed."""
-    if not sys.platform.startswith("linux"):
-        return None
+    """The process's C library when it is glibc, with ``mallopt`` and ``malloc_trim`` typed (Linux only:
+    both callers check that first)."""
     try:
         libc = ctypes.CDLL(None)  # the C library this process already runs on
         libc.gnu_get_libc_version  # glibc only (musl has no mallopt to speak of)

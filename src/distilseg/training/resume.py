@@ -21,7 +21,8 @@ __all__ = ["RESUME_MAY_CHANGE", "check_resume_settings"]
 
 # Settings a resumed run may change: how long (epochs, patience), how it reads data and reports (workers,
 # progress bar, validation cadence and size, resume-state cadence, skipping unreadable samples), how it uses
-# memory (the same steps either way) and where it runs. The teacher of a distillation run is checked against its own record (OUT/distill.json).
+# memory (the same steps either way) and where it runs. The teacher of a distillation run is checked against
+# its own record (OUT/distill.json).
 RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers", "progress", "val_every", "limit_val_batches",
                      "checkpoint_every_steps", "skip_bad", "grad_checkpointing", "keep_freed_memory", "accelerator",
                      "resume", "out", "teacher")
